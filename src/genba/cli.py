@@ -68,13 +68,14 @@ def cmd_encoders(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
+    common.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
     parser = argparse.ArgumentParser(prog="genba", description="Adapt vision(-language) foundation models on site.")
-    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    zeroshot = commands.add_parser("zeroshot", help="zero-shot top-1 of an encoder on a dataset")
+    zeroshot = commands.add_parser("zeroshot", parents=[common], help="zero-shot top-1 of an encoder on a dataset")
     zeroshot.add_argument("--dataset", required=True, help="built-in name (see `genba datasets`), folder:<dir> or csv:<file>")
     zeroshot.add_argument("--encoder", default="conse", help="encoder spec (see `genba encoders`; default %(default)s)")
     zeroshot.add_argument("--split", default="test")
@@ -86,8 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"genba: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default sys.argv[1:]); returns the exit status."""
+    import warnings
+
+    warnings.showwarning = _one_line_warning
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import pickle
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from PIL import Image
-
 from genba.data.safe_pickle import load_arrays
 from genba.data.splits import stratified_split
-from genba.data.table import Dataset, DatasetEntry, fingerprint, gray_array_loader
+from genba.data.table import ArrayLoader, Dataset, DatasetEntry, FileLoader, fingerprint
 from genba.errors import GenbaError
 
 SPLIT_SEED = 0
@@ -29,13 +29,22 @@ def _package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _require(entry_check, name: str) -> None:
-    ok, reason = entry_check()
+def _require(check: Callable[[], tuple[bool, str]], name: str) -> None:
+    ok, reason = check()
     if not ok:
         raise GenbaError(f"{name} is not installed: {reason}")
 
 
-def _array_dataset(name, classnames, templates, images, labels, splits, source, class_ids=None) -> Dataset:
+def _array_dataset(
+    name: str,
+    classnames: list[str],
+    templates: list[str],
+    images: np.ndarray,  # (N, H, W) uint8
+    labels: np.ndarray,  # (N,) int64
+    splits: dict[str, np.ndarray],
+    source: str,
+    class_ids: list[str] | None = None,
+) -> Dataset:
     return Dataset(
         name=name,
         classnames=classnames,
@@ -44,7 +53,7 @@ def _array_dataset(name, classnames, templates, images, labels, splits, source, 
         splits=splits,
         fingerprint=fingerprint(name, classnames, images, labels, splits),
         source=source,
-        _load=gray_array_loader(images),
+        _load=ArrayLoader(images),
         class_ids=class_ids or [],
     )
 
@@ -84,10 +93,6 @@ def _load_textile() -> Dataset:
     splits = _halves(y)
     stats = [(str(p.relative_to(root)), p.stat().st_size) for p in paths]
 
-    def load(i: int) -> Image.Image:
-        with Image.open(paths[i]) as im:
-            return im.convert("RGB")
-
     return Dataset(
         name="textile",
         classnames=[name for _, name in _TEXTILE_CLASSES],
@@ -102,7 +107,7 @@ def _load_textile() -> Dataset:
         splits=splits,
         fingerprint=fingerprint("textile", _TEXTILE_CLASSES, stats, y, splits),
         source=f"conformal-clip-data simulated textiles ({root}); seeded stratified 50/50 train/test",
-        _load=load,
+        _load=FileLoader(paths),
         class_ids=[folder for folder, _ in _TEXTILE_CLASSES],
     )
 
@@ -130,12 +135,19 @@ def _check_animal() -> tuple[bool, str]:
 def _load_animal() -> Dataset:
     _require(_check_animal, "animal-mnist")
     x_path, y_path = _animal_files()
-    with gzip.open(x_path, "rb") as f:
-        images = np.asarray(load_arrays(f), dtype=np.uint8)
-    with gzip.open(y_path, "rb") as f:
-        labels = np.asarray(load_arrays(f), dtype=np.int64)
-    if images.shape != (len(labels), 28, 28) or labels.min() < 0 or labels.max() >= len(_ANIMALS):
-        raise GenbaError(f"animal-mnist files under {x_path.parent} look damaged: reinstall with `pip install --force-reinstall animal-mnist`")
+    damaged = GenbaError(
+        f"animal-mnist files under {x_path.parent} look damaged: "
+        "reinstall with `pip install --force-reinstall animal-mnist`"
+    )
+    try:
+        with gzip.open(x_path, "rb") as f:
+            images = np.asarray(load_arrays(f), dtype=np.uint8)
+        with gzip.open(y_path, "rb") as f:
+            labels = np.asarray(load_arrays(f), dtype=np.int64)
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError):  # incl. UnsafePickleError
+        raise damaged from None
+    if labels.ndim != 1 or images.shape != (len(labels), 28, 28) or not np.isin(labels, range(10)).all():
+        raise damaged
     return _array_dataset(
         "animal-mnist",
         list(_ANIMALS),
@@ -240,7 +252,8 @@ def _load_digits() -> Dataset:
         images,
         labels,
         _halves(labels),
-        "scikit-learn load_digits (bundled, 8x8, ink scaled 0..16 -> 0..255); seeded stratified 50/50 train/test",
+        "scikit-learn load_digits (bundled, 8x8, ink 0..16 scaled to 0..255); "
+        "seeded stratified 50/50 train/test",
         class_ids=[str(d) for d in range(10)],
     )
 
@@ -248,11 +261,29 @@ def _load_digits() -> Dataset:
 DATASETS: dict[str, DatasetEntry] = {
     e.name: e
     for e in [
-        DatasetEntry("textile", "simulated textile inspection: nominal / local / global defect; 3 classes, 2000 RGB 250x250",
-                     _load_textile, _check_textile),
-        DatasetEntry("animal-mnist", "animal silhouettes, white on black; 10 classes, 10000 gray 28x28", _load_animal, _check_animal),
-        DatasetEntry("fashion-mnist", "Zalando clothing; 10 classes, gray 28x28, 5000 train / official 10000 test",
-                     _load_fashion, _check_fashion),
-        DatasetEntry("digits", "scikit-learn handwritten digits; 10 classes, 1797 gray 8x8", _load_digits, _check_digits),
+        DatasetEntry(
+            "textile",
+            "simulated textile inspection: nominal / local / global defect; 3 classes, 2000 RGB 250x250",
+            _load_textile,
+            _check_textile,
+        ),
+        DatasetEntry(
+            "animal-mnist",
+            "animal silhouettes, white on black; 10 classes, 10000 gray 28x28",
+            _load_animal,
+            _check_animal,
+        ),
+        DatasetEntry(
+            "fashion-mnist",
+            "Zalando clothing; 10 classes, gray 28x28, 5000 train / official 10000 test",
+            _load_fashion,
+            _check_fashion,
+        ),
+        DatasetEntry(
+            "digits",
+            "scikit-learn handwritten digits; 10 classes, 1797 gray 8x8",
+            _load_digits,
+            _check_digits,
+        ),
     ]
 }

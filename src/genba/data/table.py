@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+
+from genba.errors import GenbaError
 
 
 @dataclass
@@ -123,7 +126,26 @@ def _feed(h: "hashlib._Hash", part: object) -> None:
     h.update(b"\x00")
 
 
-def gray_array_loader(images: np.ndarray) -> Callable[[int], Image.Image]:
-    """A `_load` over a (N, H, W) uint8 array: one grayscale PIL image per call."""
-    assert images.ndim == 3 and images.dtype == np.uint8
-    return lambda i: Image.fromarray(images[i])  # 2-D uint8 -> mode "L"
+@dataclass(frozen=True)
+class ArrayLoader:
+    """`_load` over an (N, H, W) uint8 array: item i as a grayscale PIL image. Picklable."""
+
+    images: np.ndarray = field(repr=False)
+
+    def __call__(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])  # 2-D uint8 -> mode "L"
+
+
+@dataclass(frozen=True)
+class FileLoader:
+    """`_load` over image files: item i decoded from paths[i], EXIF-rotated, RGB. Picklable."""
+
+    paths: list[Path] = field(repr=False)
+
+    def __call__(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return ImageOps.exif_transpose(im).convert("RGB")
+        except (OSError, ValueError) as e:  # PIL decode errors, permissions, a vanished file
+            raise GenbaError(f"cannot decode image '{path}' ({e}): replace or remove the file") from None

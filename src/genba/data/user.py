@@ -15,10 +15,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from genba.data.splits import stratified_split
-from genba.data.table import Dataset, fingerprint
+from genba.data.table import Dataset, FileLoader, fingerprint
 from genba.errors import GenbaError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -135,17 +135,9 @@ def _build(name: str, root: Path, items: list[tuple[Path, str]], where: str) -> 
         splits=splits,
         fingerprint=fingerprint(sorted(stats), ("stratified", 0.5, SPLIT_SEED), splits),
         source=f"{where}: {len(paths)} images in {len(class_ids)} classes{skipped}; seeded stratified 50/50 train/test",
-        _load=lambda i: _open_rgb(paths[i]),
+        _load=FileLoader(paths),
         class_ids=class_ids,
     )
-
-
-def _open_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError) as e:  # PIL decode errors, permission, vanished file
-        raise GenbaError(f"cannot decode image '{path}' ({e}): replace or remove the file") from None
 
 
 def _verify(path: Path) -> str:

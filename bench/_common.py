@@ -1,0 +1,30 @@
+"""Shared set-up for the benchmark scripts: cache folder, dataset list, result paths."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    default_cache = os.environ.get("GENBA_CACHE_DIR") or str(Path.home() / ".cache" / "genba")
+    parser.add_argument("--cache-dir", default=default_cache, help="feature cache (default %(default)s)")
+    parser.add_argument("--datasets", nargs="*", help="built-in datasets (default: every installed one)")
+    parser.add_argument("--encoder", default="conse")
+    return parser
+
+
+def installed_datasets(requested: list[str] | None) -> list[str]:
+    from genba.data import available_datasets
+
+    names = [name for name, ok, _ in available_datasets() if ok]
+    return [n for n in requested if n in names] if requested else names
+
+
+def command_line() -> str:
+    return "python " + " ".join([os.path.relpath(sys.argv[0], Path.cwd())] + sys.argv[1:])

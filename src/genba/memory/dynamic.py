@@ -1,0 +1,211 @@
+"""DMN's dynamic memory: one fixed-length queue of test features per class, kept by entropy.
+
+Storage is preallocated once: rows (C, L + E, D) where slots [0, L) are the queue and slots
+[L, L + E) are E pinned rows per class that never change (DMN reads the class text feature and
+the few-shot features together with the queue). Write rule for a feature x predicted as class c
+with prediction entropy h:
+    queue of c not full  -> append x
+    queue full           -> j = argmax_s h_cs; replace slot j with x only if h < h_cj
+Only features are stored, never images. The per-class Gram matrix G_c = R_c R_c^T is updated
+with each write (one row and column, O((L + E) D)) so that a read is one pass over the rows
+(`genba.memory.read.memory_read`, Gram order). Every write validates its inputs first: a bad
+write raises GenbaError and leaves the memory exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from genba.errors import GenbaError
+from genba.memory.read import affinity_read, dots, gram_of, memory_read
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """'float16' | 'float32' | 'bfloat16' or a torch dtype -> torch dtype (GenbaError otherwise)."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise GenbaError(f"memory dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}")
+
+
+def check_features(x: torch.Tensor, dim: int, what: str) -> torch.Tensor:
+    """Validate a (N, dim) block of features: right shape, finite, non-zero rows; returns float32."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != dim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise GenbaError(f"{what} must have shape (N, {dim}), got {shape}; pass features of the memory's space")
+    if not torch.isfinite(x).all():
+        raise GenbaError(f"{what} contain NaN or inf values; drop or re-extract those features")
+    if (x.norm(dim=1) == 0).any():
+        raise GenbaError(f"{what} contain an all-zero feature vector, which has no direction")
+    return x.float()
+
+
+def check_labels(y, n: int, num_classes: int, what: str) -> torch.Tensor:
+    """Validate n integer labels in [0, num_classes); returns int64."""
+    y = torch.as_tensor(y)
+    if y.dim() != 1 or y.shape[0] != n or y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise GenbaError(f"{what} must be {n} integer class indices, got shape {tuple(y.shape)} of {y.dtype}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise GenbaError(f"{what} must lie in [0, {num_classes}), got range [{int(y.min())}, {int(y.max())}]")
+    return y.long()
+
+
+class DynamicMemory:
+    """Per-class feature queues with entropy-based replacement (DMN's dynamic memory, TDA's caches).
+
+    Args:
+        num_classes: C.
+        capacity: L, slots per class queue (DMN 50; TDA 3 positive / 2 negative).
+        dim: D, feature dimension.
+        dtype: storage dtype of rows; float16 halves the bytes (C=1000, L=50, D=512: 51 MB).
+        pinned: (C, E, D) rows read with every class queue (text feature, few-shot features).
+        pinned_mask: (C, E) bool, False where a pinned row is padding.
+        payload_dim: P > 0 keeps a (C, L, P) float32 payload per slot (TDA's probability maps).
+        keep_gram: maintain G (C, L+E, L+E) for one-pass reads (dtype follows `dtype`).
+    """
+
+    def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
+                 pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
+                 payload_dim: int = 0, keep_gram: bool = True) -> None:
+        if num_classes < 1 or capacity < 1 or dim < 1:
+            raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
+        C, L, D = num_classes, capacity, dim
+        E = 0 if pinned is None else pinned.shape[1]
+        if pinned is not None:
+            if pinned.dim() != 3 or pinned.shape[0] != C or pinned.shape[2] != D:
+                raise GenbaError(f"pinned rows must have shape ({C}, E, {D}), got {tuple(pinned.shape)}")
+            check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1)] if pinned_mask is not None
+                           else pinned.reshape(-1, D), D, "pinned rows")
+        self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
+        self.dtype = resolve_dtype(dtype)
+        self.rows = torch.zeros(C, L + E, D, dtype=self.dtype)  # (C, L+E, D)
+        self.valid = torch.zeros(C, L + E, dtype=torch.bool)  # (C, L+E)
+        self.entropy = torch.full((C, L), math.inf)  # (C, L) entropy of each queued feature
+        self.count = torch.zeros(C, dtype=torch.long)  # (C,) filled queue slots
+        self.payload = torch.zeros(C, L, payload_dim) if payload_dim else None  # (C, L, P)
+        if E:
+            pm = torch.ones(C, E, dtype=torch.bool) if pinned_mask is None else pinned_mask.bool()
+            self.rows[:, L:] = (torch.nn.functional.normalize(pinned.float(), dim=-1) * pm[..., None]).to(self.dtype)
+            self.valid[:, L:] = pm
+        self.gram = None
+        if keep_gram:
+            self.gram = torch.zeros(C, L + E, L + E, dtype=self.dtype)  # (C, L+E, L+E)
+            if E:
+                self.gram[:, L:, L:] = gram_of(self.rows[:, L:]).to(self.dtype)  # (C, E, E)
+
+    # ----------------------------------------------------------------------------- write
+    def _check_write(self, x: torch.Tensor, cls, ent, payload) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = check_features(x, self.dim, "memory write features")  # (B, D)
+        B = x.shape[0]
+        cls = check_labels(cls, B, self.num_classes, "memory write classes")
+        ent = torch.as_tensor(ent, dtype=torch.float32).reshape(-1)
+        if ent.shape[0] != B or not torch.isfinite(ent).all() or (ent < 0).any():
+            raise GenbaError(f"memory write entropies must be {B} finite values >= 0, got {ent.tolist()[:4]}")
+        if self.payload is not None:
+            if payload is None or payload.shape != (B, self.payload.shape[2]) or not torch.isfinite(payload).all():
+                raise GenbaError(f"this memory needs a finite payload of shape ({B}, {self.payload.shape[2]}) per write")
+        elif payload is not None:
+            raise GenbaError("this memory keeps no payload; pass payload=None")
+        return torch.nn.functional.normalize(x, dim=1), cls, ent
+
+    def write(self, x: torch.Tensor, cls: int, ent: float, payload: torch.Tensor | None = None) -> bool:
+        """Write one feature (D,) for class `cls` with entropy `ent`; True if it was stored."""
+        x = x.reshape(1, -1) if isinstance(x, torch.Tensor) and x.dim() == 1 else x
+        p = payload.reshape(1, -1) if payload is not None else None
+        return bool(self.write_batch(x, [cls], [ent], p)[0])
+
+    def write_batch(self, x: torch.Tensor, cls, ent, payload: torch.Tensor | None = None, *,
+                    admit: torch.Tensor | None = None, balance: float = 0.0) -> torch.Tensor:
+        """Write B features in order; the result equals B single writes. Returns (B,) bool stored.
+
+        Args:
+            x: (B, D) features (normalised here).
+            cls: (B,) class indices.
+            ent: (B,) prediction entropies.
+            payload: (B, P) when the memory keeps a payload.
+            admit: (B,) bool write gate; False skips that write (collapse guard, e.g. confidence).
+            balance: > 0 turns on class-balanced admission (collapse guard): a class may append
+                only while count_c < balance * mean_c'(count_c') + 1; otherwise its queue counts
+                as full and the entropy replacement rule applies.
+        """
+        x, cls, ent = self._check_write(x, cls, ent, payload)  # nothing mutated before this line
+        L = self.capacity
+        stored = torch.zeros(x.shape[0], dtype=torch.bool)
+        xs = x.to(self.dtype)  # (B, D)
+        for i in range(x.shape[0]):
+            if admit is not None and not bool(admit[i]):
+                continue
+            c, h = int(cls[i]), float(ent[i])
+            n = int(self.count[c])
+            room = n < L and (balance <= 0 or n < balance * float(self.count.float().mean()) + 1.0)
+            if room:
+                j = n
+                self.count[c] += 1
+            else:
+                j = int(torch.argmax(self.entropy[c, :n]))
+                if not h < float(self.entropy[c, j]):
+                    continue
+            self.rows[c, j] = xs[i]
+            self.valid[c, j] = True
+            self.entropy[c, j] = h
+            if self.payload is not None:
+                self.payload[c, j] = payload[i].float()
+            if self.gram is not None:
+                g = (self.rows[c].float() @ xs[i].float()).to(self.dtype)  # (L+E,), zero at empty slots
+                self.gram[c, j, :] = g
+                self.gram[c, :, j] = g
+            stored[i] = True
+        return stored
+
+    # ------------------------------------------------------------------------------ read
+    def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0, **biases) -> torch.Tensor:
+        """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
+        q = check_features(q, self.dim, "memory read queries")
+        if biases:
+            return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, **biases)
+        return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram)
+
+    def affinity(self, q: torch.Tensor, *, beta: float, values: str = "onehot") -> torch.Tensor:
+        """Tip-style read of the queue slots: (B, D) -> (B, C).
+
+        values='onehot': A_c = sum_s m_cs exp(-beta(1 - q.r_cs)) (TDA positive cache);
+        values='payload': A = exp(-beta(1 - q R^T)) @ payload (TDA negative cache, masks).
+        """
+        q = check_features(q, self.dim, "memory read queries")
+        C, L, D = self.num_classes, self.capacity, self.dim
+        slots = self.rows[:, :L].reshape(C * L, D)  # (C*L, D)
+        m = self.valid[:, :L].reshape(C * L).float()  # (C*L,)
+        if values == "onehot":
+            aff = torch.exp(-beta * (1.0 - dots(q, slots))) * m  # (B, C*L)
+            return aff.view(-1, C, L).sum(-1)  # (B, C)
+        vals = self.payload.reshape(C * L, -1) * m[:, None]  # (C*L, P)
+        return affinity_read(q, slots, vals, beta=beta)
+
+    # ------------------------------------------------------------------------- bookkeeping
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the memory's tensors."""
+        ts = [self.rows, self.valid, self.entropy, self.count, self.payload, self.gram]
+        return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that define the memory (copies)."""
+        d = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count}
+        d.update({k: v for k, v in (("payload", self.payload), ("gram", self.gram)) if v is not None})
+        return {k: v.clone() for k, v in d.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore a `state_dict` of a memory with the same shapes (checked before anything changes)."""
+        mine = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count,
+                "payload": self.payload, "gram": self.gram}
+        mine = {k: v for k, v in mine.items() if v is not None}
+        if set(state) != set(mine) or any(state[k].shape != v.shape or state[k].dtype != v.dtype
+                                          for k, v in mine.items()):
+            raise GenbaError("memory state does not match this memory's classes, capacity, dim or dtype")
+        for k, v in mine.items():
+            v.copy_(state[k])
