@@ -84,19 +84,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("datasets", help="list datasets and whether each is installed").set_defaults(run=cmd_datasets)
     commands.add_parser("encoders", help="list encoder kinds").set_defaults(run=cmd_encoders)
+    _add_optional_commands(commands, common)
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"genba: warning: {message}", file=file or sys.stderr)
+def _add_optional_commands(commands, common) -> None:
+    """Sub-commands that live next to their feature (e.g. `serve` in genba.serve.cli)."""
+    try:
+        from genba.serve.cli import register_cli
+    except ModuleNotFoundError as error:  # the service module is not part of this build
+        if error.name not in ("genba.serve", "genba.serve.cli"):
+            raise
+        return
+    register_cli(commands, common)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"genba: warning: {message}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default sys.argv[1:]); returns the exit status."""
     import warnings
 
-    warnings.showwarning = _one_line_warning
     args = build_parser().parse_args(argv)
+    previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return args.run(args)
     except GenbaError as error:
@@ -105,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genba: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ write raises GenbaError and leaves the memory exactly as it was.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -47,7 +48,12 @@ def check_features(x: torch.Tensor, dim: int, what: str) -> torch.Tensor:
 
 def check_labels(y, n: int, num_classes: int, what: str) -> torch.Tensor:
     """Validate n integer labels in [0, num_classes); returns int64."""
-    y = torch.as_tensor(y)
+    if y is None:
+        raise GenbaError(f"{what} are missing: pass {n} integer class indices")
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise GenbaError(f"{what} must be {n} integer class indices: {e}") from None
     if y.dim() != 1 or y.shape[0] != n or y.dtype.is_floating_point or y.dtype == torch.bool:
         raise GenbaError(f"{what} must be {n} integer class indices, got shape {tuple(y.shape)} of {y.dtype}")
     if n and (int(y.min()) < 0 or int(y.max()) >= num_classes):
@@ -79,7 +85,9 @@ class DynamicMemory:
         if pinned is not None:
             if pinned.dim() != 3 or pinned.shape[0] != C or pinned.shape[2] != D:
                 raise GenbaError(f"pinned rows must have shape ({C}, E, {D}), got {tuple(pinned.shape)}")
-            check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1)] if pinned_mask is not None
+            if pinned_mask is not None and tuple(pinned_mask.shape) != (C, E):
+                raise GenbaError(f"pinned_mask must have shape ({C}, {E}), got {tuple(pinned_mask.shape)}")
+            check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1).bool()] if pinned_mask is not None
                            else pinned.reshape(-1, D), D, "pinned rows")
         self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
         self.dtype = resolve_dtype(dtype)
@@ -99,13 +107,18 @@ class DynamicMemory:
                 self.gram[:, L:, L:] = gram_of(self.rows[:, L:]).to(self.dtype)  # (C, E, E)
 
     # ----------------------------------------------------------------------------- write
-    def _check_write(self, x: torch.Tensor, cls, ent, payload) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _check_write(self, x: torch.Tensor, cls, ent, payload, admit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = check_features(x, self.dim, "memory write features")  # (B, D)
         B = x.shape[0]
         cls = check_labels(cls, B, self.num_classes, "memory write classes")
-        ent = torch.as_tensor(ent, dtype=torch.float32).reshape(-1)
+        try:
+            ent = torch.as_tensor(ent, dtype=torch.float32).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise GenbaError(f"memory write entropies must be {B} numbers: {e}") from None
         if ent.shape[0] != B or not torch.isfinite(ent).all() or (ent < 0).any():
             raise GenbaError(f"memory write entropies must be {B} finite values >= 0, got {ent.tolist()[:4]}")
+        if admit is not None and tuple(torch.as_tensor(admit).shape) != (B,):
+            raise GenbaError(f"the write gate must hold {B} booleans")
         if self.payload is not None:
             if payload is None or payload.shape != (B, self.payload.shape[2]) or not torch.isfinite(payload).all():
                 raise GenbaError(f"this memory needs a finite payload of shape ({B}, {self.payload.shape[2]}) per write")
@@ -133,7 +146,7 @@ class DynamicMemory:
                 only while count_c < balance * mean_c'(count_c') + 1; otherwise its queue counts
                 as full and the entropy replacement rule applies.
         """
-        x, cls, ent = self._check_write(x, cls, ent, payload)  # nothing mutated before this line
+        x, cls, ent = self._check_write(x, cls, ent, payload, admit)  # nothing mutated before this line
         L = self.capacity
         stored = torch.zeros(x.shape[0], dtype=torch.bool)
         xs = x.to(self.dtype)  # (B, D)
@@ -163,27 +176,26 @@ class DynamicMemory:
         return stored
 
     # ------------------------------------------------------------------------------ read
-    def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0, **biases) -> torch.Tensor:
+    def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
         q = check_features(q, self.dim, "memory read queries")
-        if biases:
-            return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, **biases)
         return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram)
 
-    def affinity(self, q: torch.Tensor, *, beta: float, values: str = "onehot") -> torch.Tensor:
+    def affinity(self, q: torch.Tensor, *, beta: float, values: Callable | None = None) -> torch.Tensor:
         """Tip-style read of the queue slots: (B, D) -> (B, C).
 
-        values='onehot': A_c = sum_s m_cs exp(-beta(1 - q.r_cs)) (TDA positive cache);
-        values='payload': A = exp(-beta(1 - q R^T)) @ payload (TDA negative cache, masks).
+        values None: A_c = sum_s m_cs exp(-beta(1 - q.r_cs)), one-hot values (TDA positive cache);
+        values f: A = exp(-beta(1 - q R^T)) @ f(payload), e.g. masks of stored probabilities
+        (TDA negative cache).
         """
         q = check_features(q, self.dim, "memory read queries")
         C, L, D = self.num_classes, self.capacity, self.dim
         slots = self.rows[:, :L].reshape(C * L, D)  # (C*L, D)
         m = self.valid[:, :L].reshape(C * L).float()  # (C*L,)
-        if values == "onehot":
+        if values is None:
             aff = torch.exp(-beta * (1.0 - dots(q, slots))) * m  # (B, C*L)
             return aff.view(-1, C, L).sum(-1)  # (B, C)
-        vals = self.payload.reshape(C * L, -1) * m[:, None]  # (C*L, P)
+        vals = values(self.payload.reshape(C * L, -1)) * m[:, None]  # (C*L, P)
         return affinity_read(q, slots, vals, beta=beta)
 
     # ------------------------------------------------------------------------- bookkeeping

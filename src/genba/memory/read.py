@@ -48,9 +48,11 @@ def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """
     if rows.dtype == torch.float32:
         return q.float() @ rows.T  # (B, N)
-    if q.shape[0] <= 4:
-        # Half-precision mat-vec runs near memory bandwidth here; mat-mat does not.
-        return (q.to(rows.dtype) @ rows.T).float()  # (B, N)
+    if q.shape[0] < 8:
+        # A half mat-vec per query is torch's fastest path on CPU for a few queries (about 1.5x a
+        # plain sum over the bytes); half mat-mat is far slower, so larger batches go through
+        # cache-sized float32 blocks instead.
+        return torch.stack([torch.mv(rows, qi.to(rows.dtype)) for qi in q]).float()  # (B, N)
     out = torch.empty(q.shape[0], rows.shape[0], dtype=torch.float32)  # (B, N)
     buf = torch.empty(_CHUNK_ROWS, rows.shape[1], dtype=torch.float32)  # (R, D) cache-sized
     qf = q.float()
@@ -61,15 +63,18 @@ def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _quad_form(w: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """w_bc^T G_c w_bc for every query b and class c: (B, C, S), (C, S, S) -> (B, C)."""
-    if gram.dtype == torch.float32:
-        return torch.einsum("bcs,cst,bct->bc", w, gram, w)
+def _quad_form(w: torch.Tensor, gram: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """w_bc^T G_c w_bc for every query b and class c: (B, C, S), (C, S, S) -> (B, C).
+
+    Half-precision G is converted to float32 `chunk` classes at a time (CPU half bmm is slow;
+    a full fp32 copy of G would be as large as a float32 G kept in memory).
+    """
     out = []
-    for c0 in range(0, gram.shape[0], 256):  # convert a slice of G at a time, never all of it
-        g = gram[c0 : c0 + 256].float()  # (c, S, S)
-        out.append(torch.einsum("bcs,cst,bct->bc", w[:, c0 : c0 + 256], g, w[:, c0 : c0 + 256]))
-    return torch.cat(out, dim=1)
+    for c0 in range(0, gram.shape[0], chunk):
+        g = gram[c0 : c0 + chunk].float()  # (c, S, S)
+        wc = w[:, c0 : c0 + chunk].transpose(0, 1)  # (c, B, S)
+        out.append((torch.bmm(wc, g) * wc).sum(-1).T)  # (B, c)
+    return torch.cat(out, dim=1)  # (B, C)
 
 
 def memory_read(
@@ -106,13 +111,16 @@ def memory_read(
     qw = q if query_for_weights is None else query_for_weights
     k = rows if keys is None else keys
     sim = dots(qw, k.reshape(C * S, D)).view(B, C, S)  # (B, C, S)
-    w = torch.exp(-beta * (1.0 - sim))  # (B, C, S)
-    if mask is not None:
-        w = w * mask.to(w.dtype)  # (B, C, S)
     if gram is not None and keys is None and query_for_weights is None and out_bias is None:
-        num = (w * sim).sum(-1)  # (B, C): q . p_c
-        den = _quad_form(w, gram).clamp_min(0).sqrt()  # (B, C): ||p_c||
-        return scale * num / den.clamp_min(EPS)
+        w = sim.mul(beta).sub_(beta).exp_()  # (B, C, S) = exp(-beta (1 - sim)), in place: no autograd here
+        if mask is not None:
+            w.mul_(mask)  # (B, C, S), zero weight on empty slots
+        num = torch.linalg.vecdot(w, sim)  # (B, C): q . p_c
+        den = _quad_form(w, gram).clamp_min_(0).sqrt_()  # (B, C): ||p_c||
+        return num.div_(den.clamp_min_(EPS)).mul_(scale)
+    w = torch.exp(sim * beta - beta)  # (B, C, S) = exp(-beta (1 - sim))
+    if mask is not None:
+        w = w * mask  # (B, C, S), zero weight on empty slots
     vals = rows.float() if rows.dtype != torch.float32 else rows
     logits = []
     step = max(1, (1 << 22) // max(1, C * D))  # bound the (b, C, D) prototype tensor to ~16 MB

@@ -57,11 +57,9 @@ class StaticMemory:
         self.rows, self.valid = rows.to(self.dtype), valid
         self.gram = gram_of(self.rows).to(self.dtype)  # (C, E+K, E+K)
 
-    def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0, **biases) -> torch.Tensor:
-        """Prototype read of unit queries (B, D) -> (B, C) logits; `biases` as in memory_read."""
+    def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
+        """Prototype read of unit queries (B, D) -> (B, C) logits."""
         q = check_features(q, self.dim, "static memory queries")
-        if biases:
-            return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, **biases)
         return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram)
 
     def onehot(self) -> torch.Tensor:

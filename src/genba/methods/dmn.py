@@ -1,0 +1,144 @@
+"""Dual Memory Networks (Zhang et al., CVPR 2024), zero-shot and training-free settings.
+
+For each test query q, in stream order:
+  1. text probabilities of every view; pseudo-label y and entropy h from the mean softmax of
+     the kept lowest-entropy views (text classifier only, as in the reference code);
+  2. write the un-augmented view's feature into class y's dynamic queue (L = 50 slots; when
+     full, replace the highest-entropy entry if h is lower);
+  3. read both memories with the shared kernel (`genba.memory.read.memory_read`):
+     rows_c = [dynamic slots of c; text feature of c; few-shot features of c] for the dynamic
+     memory and [text feature of c; few-shot features of c] for the static one,
+     w = exp(-beta (1 - cos(q, row))), p_c = normalize(sum w row), logit_c = 100 cos(q, p_c);
+  4. P = softmax(text) + b_dyn softmax(dynamic) + b_static softmax(static), divided by
+     1 + b_dyn + b_static so rows sum to one (the argmax is the paper's).
+When the memories live in a separate cache space (visual features) the text rows are left out.
+The reference code grid-searches b_dyn and b_static on test labels; genba fixes both at 1.0
+(the value those searches pick most often in the released logs) or selects them on validation.
+`stream_batch` > 1 writes a batch of queries before reading them: faster, and an approximation
+of the one-at-a-time stream (1, the default, is exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genba.memory.dynamic import DynamicMemory, resolve_dtype
+from genba.memory.guard import CollapseGuard
+from genba.memory.static import StaticMemory
+from genba.methods.base import Method
+from genba.methods.config import fraction, non_negative, positive
+from genba.methods.registry import register_method
+from genba.methods.views import confident_views
+
+
+@dataclass
+class DMNZSConfig:
+    beta: float = 5.5
+    """beta, sharpness of the read weights exp(-beta (1 - cos))."""
+    scale: float = 100.0
+    """CLIP's logit scale for text and memory logits."""
+    capacity: int = 50
+    """L, slots per class in the dynamic memory."""
+    b_dyn: float = 1.0
+    """Fusion weight of the dynamic memory's softmax."""
+    view_keep: float = 0.1
+    """Fraction of lowest-entropy test-time views kept for the pseudo-label (10% of 32)."""
+    memory_dtype: str = "float16"
+    """Storage dtype of the dynamic memory (float16: 51 MB at C=1000, L=50, D=512)."""
+    stream_batch: int = 1
+    """Queries written then read together; 1 is the exact stream."""
+    guard_max_entropy: float = 1.0
+    """Collapse guard: confidence gate on dynamic writes (1.0 = off)."""
+    guard_balance: float = 0.0
+    """Collapse guard: class-balanced admission (0 = off)."""
+    guard_prior: float = 0.0
+    """Collapse guard: momentum of the prior correction of pseudo-labels (0 = off)."""
+
+    def __post_init__(self) -> None:
+        positive(self, "beta", "scale", "capacity", "stream_batch")
+        non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
+        fraction(self, "view_keep")
+        resolve_dtype(self.memory_dtype)
+        CollapseGuard(self.guard_max_entropy, self.guard_balance, self.guard_prior)  # validates
+
+
+@dataclass
+class DMNTFConfig(DMNZSConfig):
+    b_static: float = 1.0
+    """Fusion weight of the static (few-shot) memory's softmax."""
+
+
+@register_method("dmn-zs")
+class DMNZeroShot(Method):
+    """DMN with its dynamic memory only (no labels)."""
+
+    config_cls = DMNZSConfig
+    test_time = True
+    uses_support = False
+
+    def _fit(self, sj, sc, y, val) -> None:
+        self.static = None
+        if self.uses_support:
+            text = self.text if self.joint_cache else None
+            self.static = StaticMemory(sc[:, 0], y, self.num_classes, text=text)  # vanilla view
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        cfg = self.config
+        self.dynamic: DynamicMemory | None = None  # built at the first stream if the space is open
+        self.guard = CollapseGuard(cfg.guard_max_entropy, cfg.guard_balance, cfg.guard_prior)
+        if self.space is not None:
+            self._build(self.space[1])
+
+    def _build(self, dim: int) -> None:
+        cfg, pinned, mask = self.config, None, None
+        if self.static is not None:
+            pinned, mask = self.static.rows.float(), self.static.valid  # (C, E+K, D)
+        elif self.joint_cache:
+            pinned = self.text[:, None]  # (C, 1, D)
+        self.dynamic = DynamicMemory(self.num_classes, cfg.capacity, dim, dtype=cfg.memory_dtype,
+                                     pinned=pinned, pinned_mask=mask)
+
+    def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        if self.dynamic is None:
+            self._build(qc.shape[2])
+        out = torch.empty(qj.shape[0], self.num_classes)
+        for i in range(0, len(perm), self.config.stream_batch):
+            idx = perm[i : i + self.config.stream_batch]
+            out[idx] = self._step(qj[idx], qc[idx])
+        return out
+
+    def _step(self, qj: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
+        """One stream step for b queries: (b, V, Dt), (b, V, Dc) -> (b, C) fused probabilities."""
+        cfg = self.config
+        text_v = self.text_logits_of(qj)  # (b, V, C)
+        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep)  # (b, C)
+        labels, h, admit = self.guard.pseudo_labels(p)
+        x = qc[:, 0]  # (b, Dc) un-augmented view
+        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
+        probs = text_v[:, 0].softmax(-1) + cfg.b_dyn * self.read(self.dynamic, x).softmax(-1)  # (b, C)
+        b_static = getattr(cfg, "b_static", 0.0) if self.static is not None else 0.0
+        if b_static:
+            probs = probs + b_static * self.read(self.static, x).softmax(-1)
+        return probs / (1.0 + cfg.b_dyn + b_static)
+
+    # hooks the trained variant overrides with its learned biases
+    def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
+        """(..., Dt) -> (..., C) text logits."""
+        return self.text_logits(qj)
+
+    def read(self, memory, x: torch.Tensor) -> torch.Tensor:
+        """(b, Dc) unit queries -> (b, C) logits of a dynamic or static memory."""
+        return memory.read(x, beta=self.config.beta, scale=self.config.scale)
+
+
+@register_method("dmn-tf")
+class DMNTrainingFree(DMNZeroShot):
+    """DMN with the static few-shot memory and the dynamic memory, no training."""
+
+    config_cls = DMNTFConfig
+    needs_support = True
+    uses_support = True

@@ -1,0 +1,69 @@
+"""Method registry: `@register_method(name)` on a Method subclass, `create_method(name, **overrides)`.
+
+Configs are dataclasses whose defaults are the papers' values; `make_config` rejects unknown keys
+and wrongly typed values with a GenbaError that lists what is valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from genba.errors import GenbaError
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_method(name: str):
+    """Class decorator: register a Method subclass under `name`."""
+
+    def wrap(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def method_names() -> list[str]:
+    """Registered method names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> type:
+    """The Method class registered under `name`."""
+    if name not in _REGISTRY:
+        raise GenbaError(f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def _coerce(cls, key: str, value, annotation):
+    kind = {"float": float, "int": int, "bool": bool, "str": str}.get(str(annotation))
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is not None and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is None:
+        return value
+    raise GenbaError(f"{cls.__name__}.{key} must be a {kind.__name__}, got {value!r}")
+
+
+def make_config(name: str, overrides: dict | None = None):
+    """The config of method `name` with `overrides` applied (unknown keys -> GenbaError)."""
+    cls = get_method(name).config_cls
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise GenbaError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {name!r}; "
+                         f"valid: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(cls, k, v, hints[k].__name__ if hasattr(hints[k], "__name__") else hints[k])
+                  for k, v in overrides.items()})
+
+
+def create_method(name: str, **overrides):
+    """Instantiate method `name` with config overrides."""
+    return get_method(name)(make_config(name, overrides))

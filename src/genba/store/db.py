@@ -1,0 +1,290 @@
+"""A durable memory store on one SQLite file: memories, their entries and the write log.
+
+Entries are features with their class, bank ("static" for labelled support; the method's test-time
+banks, e.g. "dynamic", "pos", "neg", by slot), source id (sha256 of the image bytes or a client
+id), entropy and time. Every mutation is one `BEGIN IMMEDIATE` transaction that also appends to
+the write log (entered / displaced <old id> / rejected / expired / deleted / rolled-back /
+restored) and bumps the memory's version, so a process killed mid-write leaves the last committed
+state and the log always agrees with the entries (`Store.check`). Snapshots, rollback, retention
+and deletion by source id live in `genba.store.ops`. No function here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genba.errors import GenbaError
+from genba.store import ops
+from genba.store.codec import decode_rows, encode_rows
+from genba.store.schema import connect
+from genba.store.spec import MemorySpec
+
+STATIC = "static"
+RAW_COLUMNS = "bank, class, slot, source_id, entropy, created, scale, feature, payload"
+
+
+class StaleMemory(GenbaError):
+    """The memory changed in the store since this process loaded it; reload and retry."""
+
+
+@dataclass
+class Write:
+    """One write into a test-time bank, as decided by the method in RAM."""
+
+    bank: str
+    cls: int
+    slot: int
+    feature: np.ndarray  # (D,)
+    entropy: float
+    source_id: str
+    payload: np.ndarray | None = None  # (P,) float32, e.g. TDA's probability map
+
+
+@dataclass
+class Receipt:
+    """What a mutation did: the new version, ids and outcomes of its writes, entries removed."""
+
+    version: int
+    entry_ids: list[int]
+    outcomes: list[str]
+    removed: int = 0
+
+
+@dataclass
+class Entries:
+    """Entries of one memory in id (= write) order; `feats` are decoded float32 rows (N, D)."""
+
+    ids: np.ndarray
+    banks: list[str]
+    classes: np.ndarray
+    slots: list[int | None]
+    sources: list[str]
+    entropies: np.ndarray
+    created: np.ndarray
+    feats: np.ndarray
+    payloads: list[np.ndarray | None]
+
+
+class Store:
+    """A memory store file; safe to share between threads (one connection per thread) and processes."""
+
+    def __init__(self, path: str | Path, *, create: bool = True, durable: bool = True) -> None:
+        self.path, self.durable, self._create = Path(path), durable, create
+        self._local, self._lock, self._conns = threading.local(), threading.Lock(), []
+        self._conn()  # open now so a bad file fails here
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, create=self._create, durable=self.durable)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this object opened (call when no thread is using it)."""
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self):
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); rolled back on any error."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------------------ memories
+    def create_memory(self, spec: MemorySpec, text: np.ndarray, *, token_hash: str | None = None,
+                      entries: list[tuple] | None = None, state: dict | None = None, now: float | None = None) -> str:
+        """Add a memory with its (C, D) text classifier (and raw entries, e.g. from an import); returns its id."""
+        text = np.ascontiguousarray(text, dtype=np.float32)
+        if text.shape != (spec.num_classes, spec.dim) or not np.isfinite(text).all():
+            raise GenbaError(f"text classifier must be finite with shape ({spec.num_classes}, {spec.dim}), got {text.shape}")
+        memory_id, now = secrets.token_hex(8), time.time() if now is None else now
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO memories(id, spec, text, token_hash, state, created) VALUES (?, ?, ?, ?, ?, ?)",
+                         (memory_id, spec.to_json(), text.tobytes(), token_hash, json.dumps(state or {}), now))
+            for row in entries or []:
+                ops.insert_entry(conn, memory_id, row, "entered", now)
+        return memory_id
+
+    def memory_ids(self) -> list[str]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM memories ORDER BY created, id")]
+
+    def _memory_row(self, memory_id: str, columns: str) -> tuple:
+        row = self._conn().execute(f"SELECT {columns} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        if row is None:
+            raise GenbaError(f"no memory {memory_id!r} in store {self.path}")
+        return row
+
+    def spec(self, memory_id: str) -> MemorySpec:
+        return MemorySpec.from_json(self._memory_row(memory_id, "spec")[0])
+
+    def text(self, memory_id: str) -> np.ndarray:
+        """The stored (C, D) float32 text classifier."""
+        spec, blob = self.spec(memory_id), self._memory_row(memory_id, "text")[0]
+        if len(blob) != 4 * spec.num_classes * spec.dim:
+            raise GenbaError(f"memory {memory_id}: stored text classifier has the wrong size; the store is damaged")
+        return np.frombuffer(blob, dtype=np.float32).reshape(spec.num_classes, spec.dim).copy()
+
+    def version(self, memory_id: str) -> int:
+        return int(self._memory_row(memory_id, "version")[0])
+
+    def state(self, memory_id: str) -> dict:
+        """Method state outside the entries (e.g. a collapse guard's running prior), as JSON."""
+        return json.loads(self._memory_row(memory_id, "state")[0])
+
+    def token_hash(self, memory_id: str) -> str | None:
+        return self._memory_row(memory_id, "token_hash")[0]
+
+    # ------------------------------------------------------------------------------- writes
+    def add_entries(self, memory_id: str, bank: str, feats: np.ndarray, classes, source_ids: list[str], *,
+                    entropies=None, now: float | None = None) -> Receipt:
+        """Append labelled rows (slot-less, e.g. support images) in one transaction."""
+        spec, now = self.spec(memory_id), time.time() if now is None else now
+        feats = np.asarray(feats, dtype=np.float32)
+        classes = [int(c) for c in classes]
+        n = len(classes)
+        if feats.shape != (n, spec.dim) or len(source_ids) != n:
+            raise GenbaError(f"need {n} features of dim {spec.dim} and {n} source ids, got {feats.shape} and {len(source_ids)}")
+        if any(not 0 <= c < spec.num_classes for c in classes):
+            raise GenbaError(f"classes must lie in [0, {spec.num_classes})")
+        ent = [None] * n if entropies is None else [float(h) for h in entropies]
+        blobs, scales = encode_rows(feats, spec.feature_format)
+        with self.transaction() as conn:
+            ids = [ops.insert_entry(conn, memory_id, (bank, c, None, str(s), h, now, sc, b, None), "entered", now)
+                   for c, s, h, sc, b in zip(classes, source_ids, ent, scales, blobs)]
+            removed = ops.retain(conn, memory_id, spec, now)
+            version = ops.bump(conn, memory_id)
+        return Receipt(version, ids, ["entered"] * n, removed)
+
+    def record(self, memory_id: str, writes: list[Write], rejected: list[tuple] = (), *,
+               expected_version: int | None = None, state: dict | None = None, now: float | None = None) -> Receipt:
+        """Record test-time writes (and rejected (source_id, bank, class, entropy) tuples) atomically.
+
+        A write to an occupied slot displaces the entry there. With `expected_version`, a memory
+        changed meanwhile by another writer raises StaleMemory and nothing is written.
+        """
+        spec, now = self.spec(memory_id), time.time() if now is None else now
+        encoded = encode_rows(np.stack([w.feature for w in writes]), spec.feature_format) if writes else ([], [])
+        with self.transaction() as conn:
+            current = int(conn.execute("SELECT version FROM memories WHERE id = ?", (memory_id,)).fetchone()[0])
+            if expected_version is not None and current != expected_version:
+                raise StaleMemory(f"memory {memory_id} changed in the store (version {current}, expected {expected_version})")
+            ids, outcomes = [], []
+            for w, blob, scale in zip(writes, *encoded):
+                old = conn.execute("SELECT id FROM entries WHERE memory_id = ? AND bank = ? AND class = ? AND slot = ?",
+                                   (memory_id, w.bank, int(w.cls), int(w.slot))).fetchone()
+                if old is not None:
+                    conn.execute("DELETE FROM entries WHERE id = ?", (old[0],))
+                payload = None if w.payload is None else np.asarray(w.payload, dtype="<f4").tobytes()
+                row = (w.bank, int(w.cls), int(w.slot), w.source_id, float(w.entropy), now, scale, blob, payload)
+                ids.append(ops.insert_entry(conn, memory_id, row, "displaced" if old else "entered", now,
+                                            old_id=old[0] if old else None))
+                outcomes.append("displaced" if old else "entered")
+            for source_id, bank, cls, entropy in rejected:
+                conn.execute("INSERT INTO writes(memory_id, time, source_id, bank, class, entropy, outcome) "
+                             "VALUES (?, ?, ?, ?, ?, ?, 'rejected')", (memory_id, now, source_id, bank, int(cls), float(entropy)))
+            if state is not None:
+                conn.execute("UPDATE memories SET state = ? WHERE id = ?", (json.dumps(state), memory_id))
+            removed = ops.retain(conn, memory_id, spec, now)
+            version = ops.bump(conn, memory_id)
+        return Receipt(version, ids, outcomes, removed)
+
+    # ------------------------------------------------------------------------------ reading
+    def entries(self, memory_id: str) -> Entries:
+        """Every entry of a memory, in write order, features decoded."""
+        spec = self.spec(memory_id)
+        rows = self._conn().execute(f"SELECT id, {RAW_COLUMNS} FROM entries WHERE memory_id = ? ORDER BY id",
+                                    (memory_id,)).fetchall()
+        feats = decode_rows([r[8] for r in rows], [r[7] for r in rows], spec.feature_format, spec.dim)
+        return Entries(
+            ids=np.array([r[0] for r in rows], dtype=np.int64), banks=[r[1] for r in rows],
+            classes=np.array([r[2] for r in rows], dtype=np.int64), slots=[r[3] for r in rows],
+            sources=[r[4] for r in rows], entropies=np.array([np.nan if r[5] is None else r[5] for r in rows]),
+            created=np.array([r[6] for r in rows]), feats=feats,
+            payloads=[None if r[9] is None else np.frombuffer(r[9], dtype="<f4").copy() for r in rows])
+
+    def raw_entries(self, memory_id: str) -> list[tuple]:
+        """Entries as stored (RAW_COLUMNS order, encoded blobs), in write order: for exports."""
+        return self._conn().execute(f"SELECT {RAW_COLUMNS} FROM entries WHERE memory_id = ? ORDER BY id",
+                                    (memory_id,)).fetchall()
+
+    def fill(self, memory_id: str) -> dict[str, list[int]]:
+        """bank -> number of entries per class."""
+        C = self.spec(memory_id).num_classes
+        out: dict[str, list[int]] = {}
+        for bank, cls, n in self._conn().execute(
+                "SELECT bank, class, count(*) FROM entries WHERE memory_id = ? GROUP BY bank, class", (memory_id,)):
+            out.setdefault(bank, [0] * C)[cls] = n
+        return out
+
+    def writes(self, memory_id: str, limit: int = 50) -> list[dict]:
+        """The most recent write-log rows, newest first."""
+        keys = ("seq", "time", "source_id", "bank", "class", "entropy", "outcome", "entry_id", "old_id")
+        rows = self._conn().execute(f"SELECT {', '.join(keys)} FROM writes WHERE memory_id = ? ORDER BY seq DESC LIMIT ?",
+                                    (memory_id, int(limit)))
+        return [dict(zip(keys, r)) for r in rows]
+
+    # -------------------------------------------------------- snapshots, retention, privacy
+    def snapshot(self, memory_id: str, label: str = "", now: float | None = None) -> int:
+        """Copy every entry and the method state; returns the snapshot id."""
+        self.spec(memory_id)
+        with self.transaction() as conn:
+            return ops.snapshot(conn, memory_id, label, time.time() if now is None else now)
+
+    def snapshots(self, memory_id: str) -> list[dict]:
+        return ops.list_snapshots(self._conn(), memory_id)
+
+    def rollback(self, memory_id: str, snapshot_id: int, now: float | None = None) -> Receipt:
+        """Make the memory's entries and state those of a snapshot (retention still applies)."""
+        spec, now = self.spec(memory_id), time.time() if now is None else now
+        with self.transaction() as conn:
+            ops.rollback(conn, memory_id, int(snapshot_id), now)
+            removed = ops.retain(conn, memory_id, spec, now)
+            version = ops.bump(conn, memory_id)
+        return Receipt(version, [], [], removed)
+
+    def apply_retention(self, memory_id: str, now: float | None = None) -> int:
+        """Remove entries past the memory's max age or per-class cap; returns how many."""
+        spec, now = self.spec(memory_id), time.time() if now is None else now
+        with self.transaction() as conn:
+            removed = ops.retain(conn, memory_id, spec, now)
+            if removed:
+                ops.bump(conn, memory_id)
+        return removed
+
+    def delete_source(self, source_id: str, memory_id: str | None = None, *, vacuum: bool = False) -> dict:
+        """Remove every entry and snapshot copy from `source_id` and scrub the file; see ops.delete_source."""
+        with self.transaction() as conn:
+            counts = ops.delete_source(conn, source_id, memory_id, time.time())
+        counts["wal_truncated"] = ops.scrub(self._conn(), vacuum=vacuum)
+        return counts
+
+    def check(self) -> list[str]:
+        """Problems found by PRAGMA integrity_check and the log/entry consistency rules ([] if none)."""
+        return ops.check(self._conn())
