@@ -50,6 +50,52 @@ def cmd_zeroshot(args) -> int:
     return 0
 
 
+def _parse_overrides(pairs: list[str]) -> dict:
+    """['alpha=100', 'guard_prior=1'] -> {'alpha': 100.0, 'guard_prior': 1.0}; strings stay strings."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise GenbaError(f"--set takes key=value, got '{pair}'")
+        try:
+            overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
+
+
+def cmd_adapt(args) -> int:
+    from genba.adapt import AdaptSpec, prepare, run_adapt
+    from genba.data import load_dataset
+    from genba.encoders import load_encoder
+    from genba.report import markdown_table, write_json
+
+    methods = [m.strip() for m in args.method.split(",") if m.strip()]
+    overrides = _parse_overrides(args.set)
+    specs = [AdaptSpec(method=m, shots=args.shots, seed=args.seed, space=args.space, select=args.select,
+                       val_per_class=args.val_per_class, overrides=overrides if len(methods) == 1 else {}) for m in methods]
+    for spec in specs:  # every method and option is checked before any work starts
+        spec.validate()
+    dataset = load_dataset(args.dataset)
+    encoder = load_encoder(args.encoder)
+    data = prepare(encoder, dataset, cache=_cache(args), progress=not args.quiet)
+    results = []
+    for spec in specs:
+        result = run_adapt(encoder, dataset, spec, data=data)
+        result["encoder_spec"] = args.encoder
+        results.append(result)
+    shown = lambda r: ", ".join(f"{k}={v:g}" for k, v in r["hyperparameters"].items() if k in ("alpha", "beta", "b_dyn", "b_static", "pos_alpha", "pos_beta")) or "-"
+    print(markdown_table(
+        ["method", "shots", "seed", "top-1 (%)", "hyperparameters", "selected on"],
+        [[r["method"], r["shots"], r["seed"], r["top1"], shown(r), r["selected_on"]] for r in results],
+    ))
+    print(f"\n{dataset.name}: {results[0]['n']} test images, {len(dataset.classnames)} classes (chance {100 / len(dataset.classnames):.1f}%), "
+          f"encoder {args.encoder}, cache space {args.space}, validation {results[0]['n_val']} images from train")
+    if args.json:
+        write_json(args.json, results[0] if len(results) == 1 else {"results": results})
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from genba.data import available_datasets
 
@@ -81,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--split", default="test")
     zeroshot.add_argument("--json", type=Path, help="write the result as JSON here")
     zeroshot.set_defaults(run=cmd_zeroshot)
+
+    adapt = commands.add_parser("adapt", parents=[common], help="few-shot / test-time adaptation on a dataset")
+    adapt.add_argument("--dataset", required=True, help="built-in name, folder:<dir> or csv:<file>")
+    adapt.add_argument("--method", required=True, help="method, or several separated by commas (e.g. zeroshot,tip-adapter,dmn)")
+    adapt.add_argument("--shots", type=int, default=16, help="labeled images per class (default %(default)s)")
+    adapt.add_argument("--seed", type=int, default=0, help="seed of the validation split, the shots and the stream order")
+    adapt.add_argument("--encoder", default="conse")
+    adapt.add_argument("--space", choices=["visual", "joint"], default="visual", help="where caches and memories live (default %(default)s)")
+    adapt.add_argument("--select", choices=["val", "fixed"], default="val", help="hyperparameters: grid on validation, or fixed paper defaults")
+    adapt.add_argument("--val-per-class", type=int, default=16, help="validation images per class, carved from train")
+    adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a hyperparameter (one method only)")
+    adapt.add_argument("--json", type=Path, help="write the result as JSON here")
+    adapt.set_defaults(run=cmd_adapt)
 
     commands.add_parser("datasets", help="list datasets and whether each is installed").set_defaults(run=cmd_datasets)
     commands.add_parser("encoders", help="list encoder kinds").set_defaults(run=cmd_encoders)

@@ -62,7 +62,7 @@ class DMNTrained(DMNTrainingFree):
     config_cls = DMNConfig
 
     def _fit(self, sj, sc, y, val) -> None:
-        self.biases = None
+        self.biases, self._static_kv = None, None
         super()._fit(sj, sc, y, val)
         cfg = self.config
         self.biases = DMNBiases(self.num_classes, sc.shape[2], sj.shape[2])
@@ -83,6 +83,13 @@ class DMNTrained(DMNTrainingFree):
                 opt.step()
                 sched.step()
         self.biases.requires_grad_(False)
+        self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
+
+    def _biased_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys normalize(r + b_k[c]) and values normalize(r + b_v[c]), (C, S, D) each; empty slots zero."""
+        b = self.biases
+        rows, m = memory.rows.float(), memory.valid[..., None].float()  # (C, S, D), (C, S, 1)
+        return l2_normalize(rows + b.k[:, None]) * m, l2_normalize(rows + b.v[:, None]) * m
 
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
         if getattr(self, "biases", None) is None:
@@ -93,9 +100,7 @@ class DMNTrained(DMNTrainingFree):
         if getattr(self, "biases", None) is None:
             return super().read(memory, x)
         b, cfg = self.biases, self.config
-        rows, mask = memory.rows.float(), memory.valid  # (C, S, D), (C, S)
-        m = mask[..., None].float()
-        keys = l2_normalize(rows + b.k[:, None]) * m  # (C, S, D), empty slots stay empty
-        values = l2_normalize(rows + b.v[:, None]) * m  # (C, S, D)
-        return memory_read(x, values, mask, keys=keys, query_for_weights=l2_normalize(x + b.q),
+        cached = memory is self.static and self._static_kv is not None
+        keys, values = self._static_kv if cached else self._biased_rows(memory)  # (C, S, D) each
+        return memory_read(x, values, memory.valid, keys=keys, query_for_weights=l2_normalize(x + b.q),
                            out_bias=b.o, beta=cfg.beta, scale=cfg.scale)

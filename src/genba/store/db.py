@@ -17,7 +17,6 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,53 +24,12 @@ import numpy as np
 from genba.errors import GenbaError
 from genba.store import ops
 from genba.store.codec import decode_rows, encode_rows
+from genba.store.records import Entries, Receipt, Rejection, StaleMemory, Write
 from genba.store.schema import connect
 from genba.store.spec import MemorySpec
 
 STATIC = "static"
 RAW_COLUMNS = "bank, class, slot, source_id, entropy, created, scale, feature, payload"
-
-
-class StaleMemory(GenbaError):
-    """The memory changed in the store since this process loaded it; reload and retry."""
-
-
-@dataclass
-class Write:
-    """One write into a test-time bank, as decided by the method in RAM."""
-
-    bank: str
-    cls: int
-    slot: int
-    feature: np.ndarray  # (D,)
-    entropy: float
-    source_id: str
-    payload: np.ndarray | None = None  # (P,) float32, e.g. TDA's probability map
-
-
-@dataclass
-class Receipt:
-    """What a mutation did: the new version, ids and outcomes of its writes, entries removed."""
-
-    version: int
-    entry_ids: list[int]
-    outcomes: list[str]
-    removed: int = 0
-
-
-@dataclass
-class Entries:
-    """Entries of one memory in id (= write) order; `feats` are decoded float32 rows (N, D)."""
-
-    ids: np.ndarray
-    banks: list[str]
-    classes: np.ndarray
-    slots: list[int | None]
-    sources: list[str]
-    entropies: np.ndarray
-    created: np.ndarray
-    feats: np.ndarray
-    payloads: list[np.ndarray | None]
 
 
 class Store:
@@ -125,15 +83,30 @@ class Store:
         if text.shape != (spec.num_classes, spec.dim) or not np.isfinite(text).all():
             raise GenbaError(f"text classifier must be finite with shape ({spec.num_classes}, {spec.dim}), got {text.shape}")
         memory_id, now = secrets.token_hex(8), time.time() if now is None else now
-        with self.transaction() as conn:
-            conn.execute("INSERT INTO memories(id, spec, text, token_hash, state, created) VALUES (?, ?, ?, ?, ?, ?)",
-                         (memory_id, spec.to_json(), text.tobytes(), token_hash, json.dumps(state or {}), now))
-            for row in entries or []:
-                ops.insert_entry(conn, memory_id, row, "entered", now)
+        try:
+            with self.transaction() as conn:
+                conn.execute("INSERT INTO memories(id, spec, text, token_hash, state, created) VALUES (?, ?, ?, ?, ?, ?)",
+                             (memory_id, spec.to_json(), text.tobytes(), token_hash, json.dumps(state or {}), now))
+                for row in entries or []:
+                    ops.insert_entry(conn, memory_id, row, "entered", now)
+        except sqlite3.IntegrityError as error:
+            raise GenbaError(f"memory entries are inconsistent ({error}): two entries share a slot") from None
         return memory_id
+
+    def drop_memory(self, memory_id: str) -> None:
+        """Remove a memory with its entries, snapshots and log, then scrub the file."""
+        with self.transaction() as conn:
+            for table in ("snapshot_entries WHERE snapshot_id IN (SELECT id FROM snapshots WHERE memory_id = ?)",
+                          "snapshots WHERE memory_id = ?", "entries WHERE memory_id = ?", "writes WHERE memory_id = ?",
+                          "memories WHERE id = ?"):
+                conn.execute(f"DELETE FROM {table}", (memory_id,))
+        ops.scrub(self._conn())
 
     def memory_ids(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT id FROM memories ORDER BY created, id")]
+
+    def has_memory(self, memory_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone() is not None
 
     def _memory_row(self, memory_id: str, columns: str) -> tuple:
         row = self._conn().execute(f"SELECT {columns} FROM memories WHERE id = ?", (memory_id,)).fetchone()
@@ -182,33 +155,36 @@ class Store:
             version = ops.bump(conn, memory_id)
         return Receipt(version, ids, ["entered"] * n, removed)
 
-    def record(self, memory_id: str, writes: list[Write], rejected: list[tuple] = (), *,
-               expected_version: int | None = None, state: dict | None = None, now: float | None = None) -> Receipt:
-        """Record test-time writes (and rejected (source_id, bank, class, entropy) tuples) atomically.
+    def record(self, memory_id: str, items: list[Write | Rejection], *, expected_version: int | None = None,
+               state: dict | None = None, now: float | None = None) -> Receipt:
+        """Record test-time writes and rejections, in stream order, in one transaction.
 
         A write to an occupied slot displaces the entry there. With `expected_version`, a memory
         changed meanwhile by another writer raises StaleMemory and nothing is written.
         """
         spec, now = self.spec(memory_id), time.time() if now is None else now
-        encoded = encode_rows(np.stack([w.feature for w in writes]), spec.feature_format) if writes else ([], [])
+        writes = [w for w in items if isinstance(w, Write)]
+        blobs, scales = encode_rows(np.stack([w.feature for w in writes]), spec.feature_format) if writes else ([], [])
+        encoded = {id(w): (b, s) for w, b, s in zip(writes, blobs, scales)}
         with self.transaction() as conn:
             current = int(conn.execute("SELECT version FROM memories WHERE id = ?", (memory_id,)).fetchone()[0])
             if expected_version is not None and current != expected_version:
                 raise StaleMemory(f"memory {memory_id} changed in the store (version {current}, expected {expected_version})")
             ids, outcomes = [], []
-            for w, blob, scale in zip(writes, *encoded):
+            for w in items:
+                if isinstance(w, Rejection):
+                    conn.execute("INSERT INTO writes(memory_id, time, source_id, bank, class, entropy, outcome) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, 'rejected')", (memory_id, now, w.source_id, w.bank, int(w.cls), float(w.entropy)))
+                    continue
                 old = conn.execute("SELECT id FROM entries WHERE memory_id = ? AND bank = ? AND class = ? AND slot = ?",
                                    (memory_id, w.bank, int(w.cls), int(w.slot))).fetchone()
                 if old is not None:
                     conn.execute("DELETE FROM entries WHERE id = ?", (old[0],))
+                blob, scale = encoded[id(w)]
                 payload = None if w.payload is None else np.asarray(w.payload, dtype="<f4").tobytes()
                 row = (w.bank, int(w.cls), int(w.slot), w.source_id, float(w.entropy), now, scale, blob, payload)
-                ids.append(ops.insert_entry(conn, memory_id, row, "displaced" if old else "entered", now,
-                                            old_id=old[0] if old else None))
                 outcomes.append("displaced" if old else "entered")
-            for source_id, bank, cls, entropy in rejected:
-                conn.execute("INSERT INTO writes(memory_id, time, source_id, bank, class, entropy, outcome) "
-                             "VALUES (?, ?, ?, ?, ?, ?, 'rejected')", (memory_id, now, source_id, bank, int(cls), float(entropy)))
+                ids.append(ops.insert_entry(conn, memory_id, row, outcomes[-1], now, old_id=old[0] if old else None))
             if state is not None:
                 conn.execute("UPDATE memories SET state = ? WHERE id = ?", (json.dumps(state), memory_id))
             removed = ops.retain(conn, memory_id, spec, now)
@@ -228,6 +204,15 @@ class Store:
             sources=[r[4] for r in rows], entropies=np.array([np.nan if r[5] is None else r[5] for r in rows]),
             created=np.array([r[6] for r in rows]), feats=feats,
             payloads=[None if r[9] is None else np.frombuffer(r[9], dtype="<f4").copy() for r in rows])
+
+    def load(self, memory_id: str) -> tuple[int, MemorySpec, np.ndarray, dict, Entries]:
+        """(version, spec, text classifier, method state, entries) read in one consistent snapshot."""
+        conn = self._conn()
+        conn.execute("BEGIN")  # a WAL read transaction: concurrent commits stay invisible until COMMIT
+        try:
+            return self.version(memory_id), self.spec(memory_id), self.text(memory_id), self.state(memory_id), self.entries(memory_id)
+        finally:
+            conn.execute("COMMIT")
 
     def raw_entries(self, memory_id: str) -> list[tuple]:
         """Entries as stored (RAW_COLUMNS order, encoded blobs), in write order: for exports."""

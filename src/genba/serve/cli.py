@@ -1,0 +1,59 @@
+"""The `genba serve` sub-command: argument parsing only; the library does the work.
+
+`register_cli(commands, common)` adds the sub-parser (genba.cli calls it). The admin token comes
+from --admin-token, else $GENBA_ADMIN_TOKEN, else a new random one printed once at start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
+
+def register_cli(commands, common) -> None:
+    """Add `serve` to the CLI's sub-parsers; `common` carries --cache-dir/--no-cache/--quiet."""
+    serve = commands.add_parser("serve", parents=[common], help="serve durable memories over HTTP (needs genba[serve])",
+                                description="Serve the memories of a store: create, support, predict, snapshot, "
+                                            "rollback, delete by source id, export/import. API docs at /docs.")
+    serve.add_argument("--store", type=Path, required=True, help="SQLite memory store (created if absent)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s)")
+    serve.add_argument("--admin-token", help="admin token (default: $GENBA_ADMIN_TOKEN, else a new one printed once)")
+    serve.add_argument("--encoders", default="conse,tiny",
+                       help="comma-separated encoder specs API callers may use (default %(default)s)")
+    serve.add_argument("--max-upload-mb", type=float, default=64.0, help="request body limit (default %(default)s MB)")
+    serve.add_argument("--max-pixels", type=int, default=40_000_000, help="pixels per image (default %(default)s)")
+    serve.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from genba.serve import create_app, require_server_deps
+    from genba.serve.auth import new_token
+    from genba.serve.uploads import Limits
+
+    require_server_deps()
+    import uvicorn
+
+    token = args.admin_token or os.environ.get("GENBA_ADMIN_TOKEN")
+    if not token:
+        token = new_token()
+        print(f"genba serve: admin token (shown once; set GENBA_ADMIN_TOKEN to choose it): {token}", flush=True)
+    limits = Limits(max_body_bytes=int(args.max_upload_mb * (1 << 20)), max_pixels=args.max_pixels)
+    encoders = tuple(e.strip() for e in args.encoders.split(",") if e.strip())
+    app = create_app(args.store, token, limits=limits, encoders=encoders)
+    if not _is_loopback(args.host):
+        print(f"genba serve: warning: listening on {args.host} without TLS; put a TLS proxy in front", file=sys.stderr)
+    count = len(app.state.service.store.memory_ids())
+    print(f"genba serve: {count} memories in {args.store}; http://{args.host}:{args.port} "
+          f"(API docs /docs, status page /status#token=<admin token>)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

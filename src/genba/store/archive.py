@@ -1,0 +1,119 @@
+"""Export and import one memory as a zip of JSON + safetensors: no pickle, nothing executable.
+
+    memory.zip
+      manifest.json         {"format": "genba-memory", "version": 1, "spec": {...}, "state": {...},
+                             "entries": [{"bank", "class", "slot", "source_id", "entropy", "created"}]}
+      tensors.safetensors   text (C, D) float32, features (N, W) uint8 (the stored blobs, W = 2D for
+                            float16, D for int8), scales (N,) float32 (NaN: none), payloads (N, P)
+                            float32 with has_payload (N,) uint8
+Entries keep their write order, so the imported memory predicts exactly as the exported one.
+Imports are checked before anything is stored: archive member sizes (a zip bomb is refused
+before it is inflated), JSON types, tensor shapes and dtypes, class ranges.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_tensors
+from safetensors.numpy import save as save_tensors
+
+from genba.errors import GenbaError
+from genba.store.db import Store
+from genba.store.spec import MemorySpec
+
+FORMAT, VERSION = "genba-memory", 1
+MEMBERS = ("manifest.json", "tensors.safetensors")
+
+
+def export_memory(store: Store, memory_id: str) -> bytes:
+    """The memory (spec, text classifier, method state, entries) as zip bytes; tokens and log excluded."""
+    version, spec, text, state, _ = store.load(memory_id)
+    raw = store.raw_entries(memory_id)  # (bank, class, slot, source_id, entropy, created, scale, feature, payload)
+    width = spec.dim * (2 if spec.feature_format == "float16" else 1)
+    P = max((len(r[8]) // 4 for r in raw if r[8] is not None), default=0)
+    payloads = np.zeros((len(raw), P), dtype=np.float32)
+    for i, r in enumerate(raw):
+        if r[8] is not None:
+            payloads[i] = np.frombuffer(r[8], dtype="<f4")
+    tensors = {
+        "text": text,
+        "features": np.frombuffer(b"".join(r[7] for r in raw), dtype=np.uint8).reshape(len(raw), width),
+        "scales": np.array([np.nan if r[6] is None else r[6] for r in raw], dtype=np.float32),
+        "payloads": payloads,
+        "has_payload": np.array([r[8] is not None for r in raw], dtype=np.uint8),
+    }
+    manifest = {"format": FORMAT, "version": VERSION, "spec": json.loads(spec.to_json()), "state": state,
+                "entries": [{"bank": r[0], "class": r[1], "slot": r[2], "source_id": r[3], "entropy": r[4], "created": r[5]}
+                            for r in raw]}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(MEMBERS[0], json.dumps(manifest))
+        archive.writestr(MEMBERS[1], save_tensors(tensors))
+    return buffer.getvalue()
+
+
+def read_archive(data: bytes, *, max_bytes: int = 512 << 20) -> tuple[MemorySpec, np.ndarray, dict, list[tuple]]:
+    """Validate an export -> (spec, text (C, D), state, raw entry rows); GenbaError on anything odd."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = {i.filename: i for i in archive.infolist()}
+        if sorted(infos) != sorted(MEMBERS):
+            raise GenbaError(f"a memory export holds exactly {', '.join(MEMBERS)}; got {', '.join(sorted(infos)) or 'nothing'}")
+        if sum(i.file_size for i in infos.values()) > max_bytes:
+            raise GenbaError(f"memory export inflates to more than {max_bytes >> 20} MB; refused")
+        manifest = json.loads(archive.read(MEMBERS[0]))
+        tensors = load_tensors(archive.read(MEMBERS[1]))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, SafetensorError) as error:
+        raise GenbaError(f"not a readable genba memory export ({type(error).__name__}: {error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        raise GenbaError(f"not a {FORMAT} export of version {VERSION}")
+    spec = MemorySpec.from_dict(manifest.get("spec"))
+    state, entries = manifest.get("state", {}), manifest.get("entries")
+    if not isinstance(state, dict) or not isinstance(entries, list):
+        raise GenbaError("memory export: 'state' must be an object and 'entries' a list")
+    N, C, D = len(entries), spec.num_classes, spec.dim
+    width = D * (2 if spec.feature_format == "float16" else 1)
+    expected = {"text": ((C, D), np.float32), "features": ((N, width), np.uint8), "scales": ((N,), np.float32),
+                "has_payload": ((N,), np.uint8)}
+    for name, (shape, dtype) in expected.items():
+        t = tensors.get(name)
+        if t is None or t.shape != shape or t.dtype != dtype:
+            raise GenbaError(f"memory export: tensor {name!r} must be {np.dtype(dtype).name} {shape}")
+    payloads = tensors.get("payloads")
+    if payloads is None or payloads.dtype != np.float32 or payloads.ndim != 2 or payloads.shape[0] != N:
+        raise GenbaError("memory export: tensor 'payloads' must be float32 (N, P)")
+    if not np.isfinite(tensors["text"]).all() or not np.isfinite(payloads).all():
+        raise GenbaError("memory export: text classifier and payloads must be finite")
+    rows = []
+    for i, e in enumerate(entries):
+        rows.append(_entry_row(i, e, spec, tensors, payloads))
+    return spec, tensors["text"], state, rows
+
+
+def _entry_row(i: int, e, spec: MemorySpec, tensors: dict, payloads: np.ndarray) -> tuple:
+    ok = (isinstance(e, dict) and isinstance(e.get("bank"), str) and 0 < len(e["bank"]) <= 32
+          and isinstance(e.get("class"), int) and 0 <= e["class"] < spec.num_classes
+          and (e.get("slot") is None or (isinstance(e["slot"], int) and e["slot"] >= 0))
+          and isinstance(e.get("source_id"), str) and 0 < len(e["source_id"]) <= 256
+          and (e.get("entropy") is None or isinstance(e["entropy"], (int, float)))
+          and isinstance(e.get("created"), (int, float)) and math.isfinite(e["created"]))
+    if not ok:
+        raise GenbaError(f"memory export: entry {i} is malformed (bank, class in range, slot, source_id, entropy, created)")
+    scale = float(tensors["scales"][i])
+    if spec.feature_format == "int8" and not (math.isfinite(scale) and scale > 0):
+        raise GenbaError(f"memory export: entry {i} has no valid int8 scale")
+    payload = payloads[i].astype("<f4").tobytes() if tensors["has_payload"][i] else None
+    return (e["bank"], e["class"], e["slot"], e["source_id"], e["entropy"], float(e["created"]),
+            scale if spec.feature_format == "int8" else None, tensors["features"][i].tobytes(), payload)
+
+
+def import_memory(store: Store, data: bytes, *, token_hash: str | None = None, max_bytes: int = 512 << 20) -> str:
+    """Add an exported memory to `store` as a new memory (new id); returns the id."""
+    spec, text, state, rows = read_archive(data, max_bytes=max_bytes)
+    return store.create_memory(spec, text, token_hash=token_hash, entries=rows, state=state)

@@ -1,0 +1,213 @@
+"""A method in RAM kept equal to a stored memory: create, load, add support, predict, update.
+
+Invariant: the method's state is a function of the store's contents. `rebuild` makes it so
+(fit on the decoded support entries, then refill the test-time banks, `genba.store.banks`); every
+later write goes to RAM and, in the same call, to the store in one transaction, with the RAM rows
+set to what the store reads back. If the store moved on meanwhile (another process wrote to the
+memory: its version changed) nothing is written; the memory reloads and the request runs again.
+Any other failure while recording also reloads, so RAM never holds what the store does not.
+
+    store = Store("site.sqlite")
+    memory_id = create_memory(store, load_encoder("conse"), "conse", classnames, templates, "dmn-tf")
+    live = LiveMemory(store, memory_id)
+    live.add_support(encode_images(encoder, images), labels, source_ids)
+    probs, writes = live.predict(encode_images(encoder, queries), update=True, source_ids=ids)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections import deque
+
+import torch
+
+from genba.errors import GenbaError
+from genba.methods import Feats, create_method, make_config
+from genba.store import banks as bank_io
+from genba.store.codec import roundtrip
+from genba.store.db import STATIC, Receipt, Rejection, StaleMemory, Store, Write
+from genba.store.spec import MemorySpec
+
+
+def create_memory(store: Store, encoder, encoder_spec: str, classnames: list[str], templates: list[str],
+                  method: str = "dmn-tf", hyperparameters: dict | None = None, *, token_hash: str | None = None,
+                  **policy) -> str:
+    """Validate a memory definition, compute its text classifier and add it to the store; returns its id.
+
+    Args:
+        encoder: the loaded encoder named by `encoder_spec`.
+        policy: MemorySpec fields feature_format, max_age_s, max_per_class, name.
+    """
+    from genba.zeroshot import text_classifier
+
+    make_config(method, hyperparameters or {})  # unknown method or hyperparameter -> GenbaError now
+    spec = MemorySpec(classnames=list(classnames), templates=list(templates), encoder=encoder_spec,
+                      encoder_provenance=encoder.provenance, dim=int(encoder.embed_dim), method=method,
+                      hyperparameters=dict(hyperparameters or {}), **policy)
+    text = text_classifier(encoder, spec.classnames, spec.templates).numpy()  # (C, D)
+    return store.create_memory(spec, text, token_hash=token_hash)
+
+
+def check_encoder(spec: MemorySpec, encoder) -> None:
+    """Raise GenbaError unless `encoder` computes the function the memory was built with."""
+    if encoder.provenance != spec.encoder_provenance:
+        raise GenbaError(f"memory was built with encoder {spec.encoder_provenance!r} but {encoder.provenance!r} is loaded; "
+                         f"features of different encoders are not comparable: load '{spec.encoder}' with its original weights")
+
+
+def encode_images(encoder, images: list) -> torch.Tensor:
+    """RGB PIL images -> (N, D) joint features, batched by the encoder's batch size."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), encoder.batch_size):
+            pixels = torch.stack([encoder.preprocess(im) for im in images[i : i + encoder.batch_size]])  # (B, 3, H, W)
+            out.append(encoder.encode_image(pixels).float())
+    return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
+
+
+def entropy_of(p: torch.Tensor) -> float:
+    return float(-(p * p.clamp_min(1e-30).log()).sum())
+
+
+class LiveMemory:
+    """One stored memory with its method in RAM; calls are serialised by `lock`."""
+
+    def __init__(self, store: Store, memory_id: str, *, retries: int = 5, recent: int = 50) -> None:
+        self.store, self.id, self.retries = store, memory_id, retries
+        self.lock = threading.RLock()
+        self.recent: deque = deque(maxlen=recent)  # recent predictions, for the status page
+        self.rebuild()
+
+    # ------------------------------------------------------------------------------- loading
+    def rebuild(self) -> None:
+        """Rebuild the method from the store (fit on support, refill banks, restore state)."""
+        with self.lock:
+            version, spec, text, state, entries = self.store.load(self.id)
+            method = create_method(spec.method, **spec.hyperparameters)
+            static = [i for i, b in enumerate(entries.banks) if b == STATIC]
+            text_t = torch.from_numpy(text)
+            if static:
+                method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]))
+            elif not method.needs_support:
+                method.fit(text_t)
+            else:
+                method = None  # waits for labelled support
+            if method is not None and method.test_time:
+                method.predict_stream(Feats(torch.zeros(0, spec.dim)))  # builds banks that wait for a first query
+                bank_io.restore(bank_io.banks(method), entries)
+                bank_io.load_method_state(method, state)
+            self.spec, self.method, self.version = spec, method, version
+
+    def refresh(self) -> None:
+        """Reload if another writer changed the memory in the store."""
+        if self.store.version(self.id) != self.version:
+            self.rebuild()
+
+    # -------------------------------------------------------------------------------- writes
+    def add_support(self, feats: torch.Tensor, labels, source_ids: list[str]) -> Receipt:
+        """Store labelled features (N, D) as support, then refit from the store."""
+        with self.lock:
+            receipt = self.store.add_entries(self.id, STATIC, torch.as_tensor(feats).float().numpy(), labels, source_ids)
+            self.rebuild()
+            return receipt
+
+    def predict(self, feats: torch.Tensor, *, update: bool = False, source_ids: list[str] | None = None
+                ) -> tuple[torch.Tensor, list[list[dict]] | None]:
+        """Class probabilities (N, C) of features (N, D), in order; with `update` test-time memories learn.
+
+        Returns the probabilities and, with `update`, per query the writes it caused
+        ({"bank", "class", "outcome", "entry_id"}; outcome "rejected" when nothing was stored).
+        """
+        feats = torch.as_tensor(feats).float()
+        with self.lock:
+            for _ in range(self.retries):
+                self.refresh()
+                if self.method is None:
+                    raise GenbaError(f"method {self.spec.method!r} needs labelled support images before it can predict; "
+                                     "add some (POST .../support) first")
+                if not (update and self.method.test_time):
+                    m = copy.deepcopy(self.method) if self.method.test_time else self.method
+                    probs = m.predict_stream(Feats(feats))
+                    self._remember(probs)
+                    return probs, None
+                try:
+                    return self._update(feats, source_ids)
+                except StaleMemory:
+                    self.rebuild()
+                except BaseException:
+                    self.rebuild()
+                    raise
+            raise GenbaError(f"memory {self.id} kept changing under concurrent writers; retry the request")
+
+    def _update(self, feats: torch.Tensor, source_ids: list[str] | None):
+        if source_ids is None or len(source_ids) != len(feats):
+            raise GenbaError("a test-time update needs one source id per query")
+        memories = bank_io.banks(self.method)
+        primary = next(iter(memories), "dynamic")
+        fmt = self.spec.feature_format
+        probs, items, per_query = [], [], []
+        for i in range(len(feats)):
+            before = bank_io.mark(memories)
+            p = self.method.predict_stream(Feats(feats[i : i + 1]))[0]  # (C,)
+            probs.append(p)
+            done = []
+            for bank, c, j, displaced in bank_io.changes(memories, before):
+                x, h, payload = bank_io.slot_content(memories[bank], c, j)
+                bank_io.sync_row(memories[bank], c, j, roundtrip(x[None], fmt)[0])  # RAM = what the store reads back
+                items.append(Write(bank, c, j, x, h, source_ids[i], payload))
+                done.append({"bank": bank, "class": c, "outcome": "displaced" if displaced else "entered"})
+            if not done:
+                items.append(Rejection(source_ids[i], primary, int(p.argmax()), entropy_of(p)))
+                done.append({"bank": primary, "class": int(p.argmax()), "outcome": "rejected"})
+            per_query.append(done)
+        receipt = self.store.record(self.id, items, expected_version=self.version,
+                                    state=bank_io.method_state(self.method))
+        flat = [w for q in per_query for w in q if w["outcome"] != "rejected"]
+        for w, entry_id in zip(flat, receipt.entry_ids):
+            w["entry_id"] = entry_id
+        self.version = receipt.version
+        if receipt.removed:
+            self.rebuild()  # retention removed entries: queues are renumbered in the store
+        out = torch.stack(probs) if probs else torch.zeros(0, self.spec.num_classes)
+        self._remember(out)
+        return out, per_query
+
+    def _remember(self, probs: torch.Tensor) -> None:
+        now = time.time()
+        for p in probs:
+            c = int(p.argmax())
+            self.recent.append({"time": now, "class": self.spec.classnames[c], "confidence": float(p[c]),
+                                "entropy": entropy_of(p) / math.log(max(2, len(p)))})
+
+    # ------------------------------------------------------------------------------ history
+    def snapshot(self, label: str = "") -> int:
+        with self.lock:
+            return self.store.snapshot(self.id, label)
+
+    def rollback(self, snapshot_id: int) -> Receipt:
+        with self.lock:
+            receipt = self.store.rollback(self.id, snapshot_id)
+            self.rebuild()
+            return receipt
+
+    def delete_source(self, source_id: str, *, vacuum: bool = False) -> dict:
+        with self.lock:
+            counts = self.store.delete_source(source_id, self.id, vacuum=vacuum)
+            self.rebuild()
+            return counts
+
+    def apply_retention(self) -> int:
+        with self.lock:
+            removed = self.store.apply_retention(self.id)
+            if removed:
+                self.rebuild()
+            return removed
+
+    def fill(self) -> dict[str, list[int]]:
+        return self.store.fill(self.id)
+
+
+__all__ = ["LiveMemory", "check_encoder", "create_memory", "encode_images"]
