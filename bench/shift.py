@@ -62,6 +62,13 @@ def prototypes(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tens
     return l2_normalize(torch.stack([x[y == c].mean(0) for c in range(num_classes)]))
 
 
+def calibrate(cos: torch.Tensor, y: torch.Tensor) -> float:
+    """Temperature scaling: the logit scale T in [1, 100] minimising the NLL of softmax(T cos)."""
+    grid = torch.logspace(0, 2, 41)
+    nll = [torch.nn.functional.cross_entropy(t * cos, y).item() for t in grid]
+    return round(float(grid[int(np.argmin(nll))]), 3)
+
+
 def test_subset(dataset, n: int, seed: int):
     """A dataset copy with one extra split: n test indices drawn with `seed` (name holds a digest)."""
     test = dataset.splits["test"]
@@ -87,21 +94,22 @@ def prepare(encoder, cache, name: str, args) -> dict:
                  train_val_split(ds, val_per_class=args.val_per_class, seed=args.seed))
     protos = prototypes(x[pool], train.labels[pool], ds.num_classes)
     vq, vy = Feats(x[val]), train.labels[val]
+    scale = {"scale": calibrate(x[val] @ protos.T, vy)}
     val_order = np.random.default_rng([args.seed, 1]).permutation(len(val))
     chosen, tables = {}, {}
     for label, method, base in SELECTED:
         config, table = select_on_val(method, SELECTION_GRIDS[method], {"text_classifier": protos}, vq, vy,
-                                      base=base, order=val_order)
+                                      base={**base, **scale}, order=val_order)
         chosen[label] = {k: getattr(config, k) for k in SELECTION_GRIDS[method]}
         tables[label] = table
     guard_val = {}
     for method in ("tda", "dmn-zs"):
         for g in [{}] + GUARD_VARIANTS:
-            pred = run(method, protos, x[val], val_order, g)
+            pred = run(method, protos, x[val], val_order, {**g, **scale})
             guard_val[f"{method} {g or 'off'}"] = 100.0 * (pred == vy).float().mean().item()
-    guard_val["source"] = 100.0 * (run("zeroshot", protos, x[val], None, {}) == vy).float().mean().item()
+    guard_val["source"] = 100.0 * (run("zeroshot", protos, x[val], None, scale) == vy).float().mean().item()
     return {"ds": ds, "centre": centre, "protos": protos, "chosen": chosen, "tables": tables,
-            "guard_val": guard_val, "n_val": len(val)}
+            "guard_val": guard_val, "n_val": len(val), "scale": scale}
 
 
 def evaluate(encoder, cache, name: str, args) -> dict:
@@ -110,7 +118,8 @@ def evaluate(encoder, cache, name: str, args) -> dict:
     ds = p["ds"]
     split_ds, split, idx = test_subset(ds, args.n_test, args.seed)
     order = np.random.default_rng([args.seed, 2]).permutation(len(idx))
-    overrides = {m: o for m, _, o in BASE} | {m: {**o, **p["chosen"][m]} for m, _, o in SELECTED}
+    overrides = {m: {**o, **p["scale"]} for m, _, o in BASE} | {
+        m: {**o, **p["scale"], **p["chosen"][m]} for m, _, o in SELECTED}
     registered = {m: r for m, r, _ in BASE + SELECTED}
     conditions = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
     rows = []

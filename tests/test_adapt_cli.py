@@ -1,0 +1,79 @@
+"""`genba adapt` end to end on a tiny folder with the tiny VLM: JSON contract and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import make_color_folder
+from genba.adapt import AdaptSpec, prepare, run_adapt
+from genba.cache import TensorCache
+from genba.cli import main
+from genba.data import load_dataset
+from genba.encoders import load_encoder
+from genba.errors import GenbaError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_color_folder(tmp_path / "colors", per_class=12)
+
+
+def test_adapt_json_contract(tmp_path, folder, capsys):
+    out = tmp_path / "r.json"
+    code = main(["adapt", "--dataset", str(folder), "--encoder", "tiny", "--method", "dmn-tf", "--shots", "2", "--seed", "1",
+                 "--val-per-class", "2", "--json", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert {"dataset", "encoder", "method", "shots", "seed", "n", "top1", "hyperparameters", "selected_on"} <= set(result)
+    assert (result["method"], result["shots"], result["seed"], result["selected_on"]) == ("dmn-tf", 2, 1, "val")
+    assert result["n"] == 18 and 0 <= result["top1"] <= 100
+    assert "dmn-tf" in capsys.readouterr().out
+
+
+def test_adapt_several_methods_side_by_side(tmp_path, folder, capsys):
+    code = main(["adapt", "--dataset", str(folder), "--encoder", "tiny", "--method", "zeroshot,tip-adapter,dmn",
+                 "--shots", "2", "--val-per-class", "2", "--select", "fixed", "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and all(m in out for m in ("| zeroshot", "| tip-adapter", "| dmn"))
+
+
+def test_selection_never_sees_test(tmp_path, folder):
+    """The chosen hyperparameters depend on train (val + shots) only: relabelling test changes nothing."""
+    encoder, dataset = load_encoder("tiny"), load_dataset(str(folder))
+    data = prepare(encoder, dataset, cache=TensorCache(tmp_path / "c"), progress=False)
+    spec = AdaptSpec(method="tip-adapter", shots=2, val_per_class=2)
+    first = run_adapt(encoder, dataset, spec, data=data)
+    data.test.labels = (data.test.labels + 1) % 3
+    second = run_adapt(encoder, dataset, spec, data=data)
+    assert first["hyperparameters"] == second["hyperparameters"]
+    assert first["selection_table"] == second["selection_table"]
+
+
+def error_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genba: error: ")
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--method", "dmn-xl"], ["unknown method", "dmn-tf"]),
+        (["--method", "tip-adapter", "--set", "gamma=3"], ["unknown hyperparameter", "gamma", "alpha"]),
+        (["--method", "tip-adapter", "--set", "alpha"], ["key=value"]),
+        (["--method", "tip-adapter", "--shots", "50"], ["only", "--shots"]),
+        (["--method", "tip-adapter", "--shots", "0"], ["needs labeled shots"]),
+    ],
+)
+def test_adapt_bad_input(tmp_path, folder, capsys, extra, words):
+    message = error_line(capsys, ["adapt", "--dataset", str(folder), "--encoder", "tiny", "--val-per-class", "2",
+                                  "--cache-dir", str(tmp_path / "c"), "--quiet", *extra])
+    assert all(w in message for w in words), message
+
+
+def test_spec_validation_is_first():
+    with pytest.raises(GenbaError, match="cache space"):
+        AdaptSpec(method="dmn-tf", space="pixels").validate()
