@@ -77,3 +77,17 @@ def test_adapt_bad_input(tmp_path, folder, capsys, extra, words):
 def test_spec_validation_is_first():
     with pytest.raises(GenbaError, match="cache space"):
         AdaptSpec(method="dmn-tf", space="pixels").validate()
+
+
+def test_views_are_deterministic_and_streamed(tmp_path, folder):
+    from genba.data.views import augmented_view
+
+    dataset = load_dataset(str(folder))
+    image = dataset.image(0)
+    assert augmented_view(image, 0) is image
+    a, b = augmented_view(image, 3), augmented_view(image, 3)
+    assert a.size == image.size and a.tobytes() == b.tobytes()
+    encoder, cache = load_encoder("tiny"), TensorCache(tmp_path / "c")
+    result = run_adapt(encoder, dataset, AdaptSpec(method="dmn-zs", shots=0, views=4, select="fixed", val_per_class=2), cache=cache, progress=False)
+    assert result["views"] == 4 and result["n"] == len(dataset.splits["test"])
+    assert len(list((tmp_path / "c").rglob("*.safetensors"))) >= 5  # train, test, 3 augmented test views (+ text)

@@ -54,6 +54,7 @@ class AdaptSpec:
     space: str = "visual"
     select: str = "val"  # "val" (grid on validation) or "fixed" (paper defaults + overrides)
     val_per_class: int = 16
+    views: int = 1  # test-time views per query (1 = the image only); view 0 is the original
     overrides: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -64,6 +65,8 @@ class AdaptSpec:
             raise GenbaError(f"unknown cache space '{self.space}': choose 'joint' or 'visual'")
         if self.select not in ("val", "fixed"):
             raise GenbaError(f"unknown selection '{self.select}': choose 'val' or 'fixed'")
+        if self.views < 1:
+            raise GenbaError(f"views must be 1 or more, got {self.views}")
         if self.shots < 0:
             raise GenbaError(f"shots must be 0 or more, got {self.shots}")
         if self.shots == 0 and get_method(self.method).needs_support:
@@ -95,6 +98,20 @@ def _feats(features: Features, space: str, centre: torch.Tensor | None) -> Feats
     if features.visual is None:
         raise GenbaError("this encoder has no separate visual features: use --space joint")
     return Feats(features.image, l2_normalize(features.visual - centre))
+
+
+def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, *, cache: TensorCache | None,
+               centre: torch.Tensor | None, space: str, progress: bool = True) -> Feats:
+    """Test features with `views` augmented views per image: joint (N, V, Dt), cache (N, V, Dc)."""
+    from genba.data.views import view_transform
+
+    extra = [extract_features(encoder, dataset, "test", cache=cache, transform=view_transform(v), progress=progress)
+             for v in range(1, views)]
+    extra = [f.subset(_rows(f, test.indices.numpy())) for f in extra]  # same images, same order as `test`
+    per_view = [_feats(f, space, centre) for f in [test] + extra]
+    joint = torch.stack([f.joint for f in per_view], dim=1)  # (N, V, Dt)
+    cache_feats = None if per_view[0].cache is None else torch.stack([f.cache for f in per_view], dim=1)  # (N, V, Dc)
+    return Feats(joint, cache_feats)
 
 
 def _rows(features: Features, dataset_indices: np.ndarray) -> torch.Tensor:
@@ -130,7 +147,13 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
     else:
         method.fit(**fit_args)
     order = np.random.default_rng(spec.seed).permutation(len(data.test))
-    probs = method.predict_stream(_feats(data.test, spec.space, data.centre), order)
+    queries = _feats(data.test, spec.space, data.centre)
+    if spec.views > 1:
+        queries = augmented_test_feats(encoder, dataset, data.test, spec.views, cache=cache, centre=data.centre,
+                                       space=spec.space, progress=progress)
+    stream_start = time.perf_counter()
+    probs = method.predict_stream(queries, order)
+    stream_seconds = time.perf_counter() - stream_start
     predictions = probs.argmax(dim=1)
     return {
         "dataset": dataset.name,
@@ -148,5 +171,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
         "n_val": len(val),
         "stream_order_seed": spec.seed,
         "predicted_count": torch.bincount(predictions, minlength=len(dataset.classnames)).tolist(),
+        "views": spec.views,
+        "stream_seconds": stream_seconds,
         "seconds": time.perf_counter() - start,
     }

@@ -73,7 +73,7 @@ def cmd_adapt(args) -> int:
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     overrides = _parse_overrides(args.set)
     specs = [AdaptSpec(method=m, shots=args.shots, seed=args.seed, space=args.space, select=args.select,
-                       val_per_class=args.val_per_class, overrides=overrides if len(methods) == 1 else {}) for m in methods]
+                       val_per_class=args.val_per_class, views=args.views, overrides=overrides if len(methods) == 1 else {}) for m in methods]
     for spec in specs:  # every method and option is checked before any work starts
         spec.validate()
     dataset = load_dataset(args.dataset)
@@ -81,7 +81,7 @@ def cmd_adapt(args) -> int:
     data = prepare(encoder, dataset, cache=_cache(args), progress=not args.quiet)
     results = []
     for spec in specs:
-        result = run_adapt(encoder, dataset, spec, data=data)
+        result = run_adapt(encoder, dataset, spec, data=data, cache=_cache(args), progress=not args.quiet)
         result["encoder_spec"] = args.encoder
         results.append(result)
     shown = lambda r: ", ".join(f"{k}={v:g}" for k, v in r["hyperparameters"].items() if k in ("alpha", "beta", "b_dyn", "b_static", "pos_alpha", "pos_beta")) or "-"
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--space", choices=["visual", "joint"], default="visual", help="where caches and memories live (default %(default)s)")
     adapt.add_argument("--select", choices=["val", "fixed"], default="val", help="hyperparameters: grid on validation, or fixed paper defaults")
     adapt.add_argument("--val-per-class", type=int, default=16, help="validation images per class, carved from train")
+    adapt.add_argument("--views", type=int, default=1, help="test-time augmented views per test image (1: none)")
     adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a hyperparameter (one method only)")
     adapt.add_argument("--json", type=Path, help="write the result as JSON here")
     adapt.set_defaults(run=cmd_adapt)

@@ -139,7 +139,7 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
     def health() -> dict:
         return {"ok": True, "version": __version__}
 
-    @app.post("/memories", status_code=201, summary="create a memory (admin)", dependencies=[Depends(json_only), Depends(admin)])
+    @app.post("/memories", status_code=201, summary="create a memory (admin)", dependencies=[Depends(admin), Depends(json_only)])
     def create(body: CreateMemory) -> dict:
         return service.create(body.model_dump())
 

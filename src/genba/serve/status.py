@@ -45,7 +45,8 @@ function row(cells, header) {
 
 function render(data) {
   root.replaceChildren();
-  message.textContent = data.memories.length + " memories, updated " + new Date().toLocaleTimeString();
+  const n = data.memories.length;
+  message.textContent = n + (n === 1 ? " memory" : " memories") + ", updated " + new Date().toLocaleTimeString();
   for (const m of data.memories) {
     const section = el("section");
     section.id = "memory-" + m.id;

@@ -138,7 +138,7 @@ class LiveMemory:
                 except StaleMemory:
                     self.rebuild()
                 except BaseException:
-                    self.rebuild()
+                    self.version = -1  # RAM may hold writes the store refused: rebuild on the next call
                     raise
             raise GenbaError(f"memory {self.id} kept changing under concurrent writers; retry the request")
 
