@@ -2,19 +2,19 @@
 
     python bench/shift.py [--datasets digits] [--n-test 500] [--seed 0] [--severities 1 3 5]
 
-Per dataset (encoder visual features, centred on the mean of the clean train split, then
-L2-normalised): validation = `--val-per-class` images per class carved from clean train
-(seed); the source classifier's class prototypes = normalize(mean of the remaining clean
-train features of class c). The test stream is a seeded subset (`--n-test`) of the test
-split, clean and under each ImageNet-C-style corruption (genba.data.corruptions) at each
-severity; features come from extract_features with the corruption transform and the cache.
-The prototypes are the methods' `text_classifier` (logits 100 cos(q, prototype)) and the
-centred features their `Feats(joint=...)`, so DMN reads each prototype as its class's anchor
-row. Methods, streamed in one seeded order: the prototypes alone ("source"), tda and dmn-zs
-with paper defaults, each with the collapse guard off (paper) and on (GUARD, fixed before
-any test run), and "(val)" variants whose grid (genba.adapt.SELECTION_GRIDS) is selected on
-the clean validation stream. Test labels are only used to score. Writes bench/results/
-shift.md, shift.json and shift.png (accuracy vs severity, mean over corruptions and datasets).
+Per dataset, on encoder visual features centred on the mean of the clean train split and
+L2-normalised: a clean validation stream (`--val-per-class` per class) is carved from train;
+the source classifier is softmax(T cos(q, prototype_c)), prototype_c = normalize(mean of the
+other clean train features of class c), T temperature-calibrated (NLL) on clean validation.
+The test stream, a seeded subset (`--n-test`) of the test split, is scored clean and under
+each ImageNet-C-style corruption (genba.data.corruptions) and severity, features coming from
+extract_features with the corruption transform and the cache. Prototypes are the methods'
+`text_classifier` and the centred features their `Feats(joint=...)`, so DMN reads each
+prototype as its class's anchor row; scale = T for every method. Rows, streamed in one seeded
+order: "source", tda and dmn-zs with paper defaults, each with the collapse guard off (paper)
+and on (GUARD, fixed before any test run), and "(val)" variants whose grid
+(genba.adapt.SELECTION_GRIDS) is selected on the clean validation stream. Test labels only
+score. Writes <out>.md, .json and .png (accuracy vs severity, mean over corruptions, datasets).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from genba.data import load_dataset, train_val_split  # noqa: E402
 from genba.data.corruptions import corruption_names, corruption_transform  # noqa: E402
 from genba.encoders import l2_normalize, load_encoder  # noqa: E402
 from genba.features import extract_features  # noqa: E402
-from genba.methods import Feats, create_method, make_config, select_on_val  # noqa: E402
+from genba.methods import Feats, create_method, select_on_val  # noqa: E402
 from genba.report import markdown_table, write_json  # noqa: E402
 
 # Chosen before any corrupted test stream was run: the prior correction targets the failure
@@ -52,11 +52,6 @@ SELECTED = [("tda (val)", "tda", {}), ("tda+guard (val)", "tda", GUARD),
 METHODS = [m for m, _, _ in BASE + SELECTED]
 
 
-def centred(features, centre: torch.Tensor) -> torch.Tensor:
-    """(N, Dv) visual features -> normalize(x - centre)."""
-    return l2_normalize(features.visual - centre)
-
-
 def prototypes(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(C, D): normalize(mean of class c's rows of x)."""
     return l2_normalize(torch.stack([x[y == c].mean(0) for c in range(num_classes)]))
@@ -69,7 +64,7 @@ def calibrate(cos: torch.Tensor, y: torch.Tensor) -> float:
     return round(float(grid[int(np.argmin(nll))]), 3)
 
 
-def test_subset(dataset, n: int, seed: int):
+def stream_subset(dataset, n: int, seed: int):
     """A dataset copy with one extra split: n test indices drawn with `seed` (name holds a digest)."""
     test = dataset.splits["test"]
     idx = np.sort(np.random.default_rng([seed, 7]).choice(test, size=min(n, len(test)), replace=False))
@@ -78,6 +73,7 @@ def test_subset(dataset, n: int, seed: int):
 
 
 def run(name: str, protos, q: torch.Tensor, order, overrides: dict) -> torch.Tensor:
+    """Fit method `name` on the prototypes, stream q (N, D) in `order`; predicted classes (N,)."""
     method = create_method(name, **overrides)
     method.fit(protos)
     return method.predict_stream(Feats(q), order).argmax(1)
@@ -88,7 +84,7 @@ def prepare(encoder, cache, name: str, args) -> dict:
     ds = load_dataset(name)
     train = extract_features(encoder, ds, "train", cache=cache, progress=False)
     centre = train.visual.mean(0)
-    x = centred(train, centre)
+    x = l2_normalize(train.visual - centre)  # (N, Dv) centred, unit rows
     pos = {int(i): r for r, i in enumerate(train.indices.tolist())}
     pool, val = (torch.as_tensor([pos[int(i)] for i in part]) for part in
                  train_val_split(ds, val_per_class=args.val_per_class, seed=args.seed))
@@ -116,7 +112,7 @@ def evaluate(encoder, cache, name: str, args) -> dict:
     """Every condition x method on one dataset; returns its JSON record."""
     p = prepare(encoder, cache, name, args)
     ds = p["ds"]
-    split_ds, split, idx = test_subset(ds, args.n_test, args.seed)
+    split_ds, split, idx = stream_subset(ds, args.n_test, args.seed)
     order = np.random.default_rng([args.seed, 2]).permutation(len(idx))
     overrides = {m: {**o, **p["scale"]} for m, _, o in BASE} | {
         m: {**o, **p["scale"], **p["chosen"][m]} for m, _, o in SELECTED}
@@ -133,19 +129,20 @@ def evaluate(encoder, cache, name: str, args) -> dict:
             feats = extract_features(encoder, split_ds, split, cache=cache, progress=False,
                                      transform=corruption_transform(corruption, severity))
         seconds_features = time.perf_counter() - start
-        q, y = centred(feats, p["centre"]), feats.labels
+        q, y = l2_normalize(feats.visual - p["centre"]), feats.labels
         for label in METHODS:
             start = time.perf_counter()
             pred = run(registered[label], p["protos"], q, order, overrides[label])
             rows.append({"corruption": corruption, "severity": severity, "method": label,
                          "top1": 100.0 * (pred == y).float().mean().item(),
-                         "predicted_count": torch.bincount(pred, minlength=ds.num_classes).tolist(),
+                         "predicted_count": (count := torch.bincount(pred, minlength=ds.num_classes).tolist()),
+                         "largest_class_share": 100.0 * max(count) / len(idx),
                          "seconds": time.perf_counter() - start, "seconds_features": seconds_features})
         src = next(r["top1"] for r in rows[-len(METHODS):] if r["method"] == "source")
         print(f"{name} {corruption} s{severity}: source {src:.1f}, features {seconds_features:.1f}s", flush=True)
     return {"dataset": name, "n_test": len(idx), "test_indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest(),
             "true_count": np.bincount(ds.labels[idx], minlength=ds.num_classes).tolist(),
-            "n_val": p["n_val"], "hyperparameters": {m: overrides[m] for m in METHODS},
+            "n_val": p["n_val"], "scale_T": p["scale"]["scale"], "hyperparameters": {m: overrides[m] for m in METHODS},
             "selection_tables": p["tables"], "guard_on_clean_val": p["guard_val"], "results": rows}
 
 
@@ -156,13 +153,8 @@ def mean_top1(records, method, severity, datasets=None, key="top1") -> float:
     return float(np.mean(vals))
 
 
-def add_collapse(records) -> None:
-    for d in records:
-        for r in d["results"]:
-            r["largest_class_share"] = 100.0 * max(r["predicted_count"]) / d["n_test"]
-
-
 def report(records, args, encoder, seconds) -> str:
+    """The markdown report: summary tables first, then every condition, then the selections."""
     sev = [0] + list(args.severities)
     head = ["method"] + [("clean" if s == 0 else f"sev {s}") for s in sev]
     main = [[m] + [mean_top1(records, m, s) for s in sev] for m in METHODS]
@@ -179,8 +171,8 @@ def report(records, args, encoder, seconds) -> str:
                 full.append([d["dataset"], c, s] + [by[m] for m in METHODS])
     hyper = [[d["dataset"], m, ", ".join(f"{k}={v}" for k, v in d["hyperparameters"][m].items()) or "defaults"]
              for d in records for m, _, _ in SELECTED]
-    gnames = list(records[0]["guard_on_clean_val"])
-    gval = [[g] + [d["guard_on_clean_val"][g] for d in records] for g in gnames]
+    gval = [[g] + [d["guard_on_clean_val"][g] for d in records] for g in records[0]["guard_on_clean_val"]]
+    temps = ", ".join(f"{d['dataset']} {d['scale_T']:.1f}" for d in records)
     return "\n\n".join([
         f"# Shift scenario: test-time adaptation under corruptions, encoder `{args.encoder}`",
         f"Command: `{command_line()}`", f"Encoder provenance: `{encoder.provenance}`",
@@ -188,7 +180,8 @@ def report(records, args, encoder, seconds) -> str:
         f"per dataset (seed {args.seed}), clean and under {', '.join(args.corruptions)} at severities "
         f"{', '.join(map(str, args.severities))}; one seeded stream order per dataset. Source classifier: class "
         f"prototypes of centred clean train features ({args.val_per_class} per class held out as the clean "
-        f"validation stream). Guard (fixed in advance): `{GUARD}`. Paper-default rows use fixed hyperparameters; "
+        f"validation stream); logit scale T calibrated on it: {temps}. Guard (fixed in advance): "
+        f"`{GUARD}`. Paper-default rows use fixed hyperparameters (with scale T); "
         f"'(val)' rows select the grid on the clean validation stream. Total time {seconds / 60:.1f} min.",
         "## Top-1 (%), mean over datasets and corruptions\n\n" + markdown_table(head, main),
         "## Difference to the source classifier (points)\n\n" + markdown_table(head, delta),
@@ -235,22 +228,17 @@ def main() -> None:
     parser.add_argument("--corruptions", nargs="+", default=corruption_names())
     parser.add_argument("--out", default=str(RESULTS / "shift"), help="result path stem (default %(default)s)")
     args = parser.parse_args()
-    for c in args.corruptions:
-        for s in args.severities:
-            corruption_transform(c, s)  # unknown names/severities fail before any work
-    make_config("dmn-zs", GUARD)
+    [corruption_transform(c, s) for c in args.corruptions for s in args.severities]  # bad names fail now
     start = time.perf_counter()
     encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
     records = [evaluate(encoder, cache, name, args) for name in installed_datasets(args.datasets)]
-    add_collapse(records)
     seconds = time.perf_counter() - start
     text = report(records, args, encoder, seconds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text)
-    write_json(out.with_suffix(".json"), {"command": command_line(), "encoder": encoder.provenance,
-                                              "guard": GUARD, "seed": args.seed, "seconds": seconds,
-                                              "datasets": records})
+    write_json(out.with_suffix(".json"), {"command": command_line(), "encoder": encoder.provenance, "guard": GUARD,
+                                          "seed": args.seed, "seconds": seconds, "datasets": records})
     plot(records, args, out.with_suffix(".png"))
     print(text)
 

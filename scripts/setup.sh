@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Set up genba on a fresh machine, offline from the package registries:
-#   bash scripts/setup.sh         # runtime: .venv with torch (CPU), genba and its data packages
-#   bash scripts/setup.sh --dev   # also the test tools
+#   bash scripts/setup.sh         # runtime: .venv with torch (CPU), genba, its data packages, the service
+#   bash scripts/setup.sh --dev   # also the test tools (pytest, httpx, Debian's chromium for the status page)
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+extras="[serve]"
+[ "${1:-}" = "--dev" ] && extras="[serve,dev]"
+
+apt_install() {  # apt_install PACKAGE...: install Debian packages when we are root; never fatal
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 0
+  (apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$@" >/dev/null 2>&1; }) \
+    || echo "setup: could not install $*" >&2
+}
 
 # Fashion-MNIST ships as a Debian package; optional (genba says how to install it when missing).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) \
-    || echo "setup: could not install dataset-fashion-mnist; fashion-mnist will be listed as missing" >&2
-fi
+[ -d /usr/share/datasets/fashion-mnist ] || apt_install dataset-fashion-mnist
+# The status page of `genba serve` is tested in headless Chromium.
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1; then apt_install chromium chromium-driver; fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

@@ -16,13 +16,18 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn, python-multipart, httpx) is not installed")
-import httpx  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from genba.serve import create_app  # noqa: E402
-from genba.serve.uploads import Limits  # noqa: E402
+from genba.cli import main
+from genba.serve import create_app
+from genba.serve.uploads import Limits
+
+try:
+    import httpx
+    from fastapi.testclient import TestClient
+except ModuleNotFoundError:  # pragma: no cover - the dev extra installs them
+    httpx = None
+web = pytest.mark.skipif(httpx is None, reason="the serve extra (fastapi, uvicorn, python-multipart) or httpx is missing")
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 ADMIN = {"Authorization": "Bearer admin-secret"}
@@ -71,6 +76,7 @@ def add_support(client, memory_id, auth, shots=2):
     return r.json()
 
 
+@web
 def test_flow_create_support_predict_inspect(client):
     memory_id, auth = new_memory(client)
     assert client.post(f"/memories/{memory_id}/predict", headers=auth, files=files([("q.png", png(COLORS["red"]), "image/png")])).status_code == 400  # no support yet
@@ -91,6 +97,7 @@ def test_flow_create_support_predict_inspect(client):
             "/memories/{memory_id}/delete-source", "/memories/{memory_id}/export", "/memories/import"} <= set(paths)
 
 
+@web
 def test_access_tokens(client):
     a, auth_a = new_memory(client)
     b, auth_b = new_memory(client)
@@ -106,6 +113,7 @@ def test_access_tokens(client):
     assert all(len(store.token_hash(m)) == 64 for m in (a, b))  # only sha256 hashes are stored
 
 
+@web
 def test_bad_requests_are_clear_4xx_and_write_nothing(client):
     memory_id, auth = new_memory(client)
     add_support(client, memory_id, auth, shots=1)
@@ -142,6 +150,7 @@ def test_bad_requests_are_clear_4xx_and_write_nothing(client):
     assert after == before and store.memory_ids() == [memory_id] and store.check() == []
 
 
+@web
 def test_snapshot_rollback_delete_export_import(client):
     memory_id, auth = new_memory(client)
     support = add_support(client, memory_id, auth)
@@ -165,6 +174,31 @@ def test_snapshot_rollback_delete_export_import(client):
     assert got == expected
     bad = client.post("/memories/import", headers=ADMIN, files=[("archive", ("m.zip", b"PK\x03\x04junk", "application/zip"))])
     assert bad.status_code == 400 and len(client.app.state.service.store.memory_ids()) == 2
+
+
+def test_missing_web_stack_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert main(["serve", "--store", str(tmp_path / "s.sqlite")]) == 2
+    assert "pip install 'genba[serve]'" in capsys.readouterr().err
+
+
+@web
+def test_cli_prints_a_generated_admin_token_once(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    served = {}
+    monkeypatch.delenv("GENBA_ADMIN_TOKEN", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    assert main(["serve", "--store", str(tmp_path / "s.sqlite"), "--port", "9", "--encoders", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("admin token (shown once") == 1 and served["host"] == "127.0.0.1" and served["port"] == 9
+    token = out.split("admin token (shown once; set GENBA_ADMIN_TOKEN to choose it): ")[1].split()[0]
+    with TestClient(served["app"]) as c:
+        assert c.get("/status.json", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    served["app"].state.service.close()
 
 
 def free_port() -> int:
@@ -202,6 +236,7 @@ def server():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@web
 def test_genba_serve_subprocess_answers_predict(server):
     base, memory_id, auth = server
     r = httpx.post(f"{base}/memories/{memory_id}/predict", headers=auth, timeout=30,
@@ -210,6 +245,7 @@ def test_genba_serve_subprocess_answers_predict(server):
     assert r.json()["predictions"][0]["class"] in COLORS
 
 
+@web
 def test_status_page_in_headless_chromium(server, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -166,10 +166,10 @@ def test_refuses_other_encoder_schema_and_files(tmp_path):
     other = type("E", (), {"provenance": "tiny-v1:d48:s0"})()
     with pytest.raises(GenbaError, match="built with encoder 'synthetic-v1'"):
         check_encoder(spec, other)
+    with pytest.raises(GenbaError, match="not comparable"):
+        LiveMemory(store, store.memory_ids()[0], encoder=other)
     store.close()
-    conn = sqlite3.connect(tmp_path / "m.sqlite")
-    conn.execute("PRAGMA user_version=99")
-    conn.close()
+    sqlite3.connect(tmp_path / "m.sqlite").execute("PRAGMA user_version=99").connection.close()
     with pytest.raises(GenbaError, match="schema version 99"):
         Store(tmp_path / "m.sqlite")
     sqlite3.connect(tmp_path / "other.db").execute("CREATE TABLE t(x)").connection.close()
@@ -257,8 +257,9 @@ def test_sigkill_mid_writes_leaves_a_consistent_store(tmp_path):
     acked = [int(proc.stdout.readline().split()[1]) for _ in range(60)]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
     store = Store(path)
-    assert store.check() == []  # integrity_check ok, log and entries agree, slots contiguous
+    assert store.check() == []  # integrity_check again, log and entries agree, slots contiguous
     present = set(store.entries(memory_id).ids.tolist())
     removed = {w["old_id"] for w in store.writes(memory_id, 10**6) if w["old_id"] is not None}
     assert all(i in present or i in removed for i in acked)

@@ -73,12 +73,18 @@ def entropy_of(p: torch.Tensor) -> float:
 
 
 class LiveMemory:
-    """One stored memory with its method in RAM; calls are serialised by `lock`."""
+    """One stored memory with its method in RAM; calls are serialised by `lock`.
 
-    def __init__(self, store: Store, memory_id: str, *, retries: int = 5, recent: int = 50) -> None:
+    Args:
+        encoder: if given, refused (GenbaError) unless it is the encoder the memory was built with.
+    """
+
+    def __init__(self, store: Store, memory_id: str, *, encoder=None, retries: int = 5, recent: int = 50) -> None:
         self.store, self.id, self.retries = store, memory_id, retries
         self.lock = threading.RLock()
         self.recent: deque = deque(maxlen=recent)  # recent predictions, for the status page
+        if encoder is not None:
+            check_encoder(store.spec(memory_id), encoder)  # before any work: features would not be comparable
         self.rebuild()
 
     # ------------------------------------------------------------------------------- loading
