@@ -17,6 +17,17 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("GENBA_CACHE_DIR", str(tmp_path / "genba-cache"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: extra threads only add synchronisation, which under CPU contention costs ms per op."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_color_folder(root, per_class: int = 4, size: int = 20, seed: int = 0):
     """root/<color>/<i>.png: noisy solid-colour images, one class per colour."""
     rng = np.random.default_rng(seed)

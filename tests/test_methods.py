@@ -13,13 +13,7 @@ from genba.methods import Feats, create_method, make_config, method_names, selec
 N_ = l2_normalize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra threads only add synchronisation, which under CPU contention costs ms per op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def problem(C=5, D=128, shots=4, n=200, seed=0):

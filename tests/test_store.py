@@ -25,12 +25,7 @@ from genba.store.codec import decode_rows, encode_rows, roundtrip
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def problem(C=4, D=48, seed=0, noise=0.25):
