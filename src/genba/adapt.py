@@ -167,6 +167,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
         "selection_table": table,
+        "val_top1": max((row["val_top1"] for row in table), default=None),
         "val_per_class": spec.val_per_class,
         "n_val": len(val),
         "stream_order_seed": spec.seed,
