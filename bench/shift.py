@@ -184,8 +184,8 @@ def report(records, args, encoder, seconds) -> str:
         f"`{GUARD}`. Paper-default rows use fixed hyperparameters (with scale T); "
         f"'(val)' rows select the grid on the clean validation stream. Total time {seconds / 60:.1f} min.",
         f"Why T and not CLIP's 100: at 100, {sat[0]:.0f}% of clean validation queries get a source top "
-        f"probability above 0.99 (at T: {sat[1]:.0f}%), so pseudo-labels, entropies and fusion saturate "
-        f"and every method returns the source's predictions. dmn-zs minus source, mean over corruptions "
+        f"probability above 0.99 (at T: {sat[1]:.0f}%): entropies and the softmax fusion saturate "
+        f"and the memories can barely move a prediction. dmn-zs minus source, mean over corruptions "
         f"and datasets: {', '.join(wins)} points.",
         "## Top-1 (%), mean over datasets and corruptions\n\n" + markdown_table(head, main),
         "## Difference to the source classifier (points)\n\n" + markdown_table(head, delta),

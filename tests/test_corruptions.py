@@ -35,7 +35,7 @@ def test_deterministic_rgb_at_224(name):
     assert np.array_equal(np.asarray(t.apply(image)), np.asarray(a))
 
 
-def test_noise_depends_on_image_and_severity_only():
+def test_noise_is_seeded_by_the_image():
     a, b = _scene(0), _scene(1)
     na, nb = corrupt(a, "gaussian_noise", 2), corrupt(b, "gaussian_noise", 2)
     residual_a = np.asarray(na, np.int16) - np.asarray(corrupt(a, "gaussian_noise", 2), np.int16)
