@@ -22,8 +22,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def installed_datasets(requested: list[str] | None) -> list[str]:
     from genba.data import available_datasets
 
-    names = [name for name, ok, _ in available_datasets() if ok]
-    return [n for n in requested if n in names] if requested else names
+    table = {name: (ok, why) for name, ok, why in available_datasets()}
+    names = [name for name, (ok, _) in table.items() if ok]
+    if not requested:
+        return names
+    for name in requested:
+        if name not in table:
+            sys.exit(f"unknown dataset '{name}': built-ins are {', '.join(table)}")
+        if not table[name][0]:
+            sys.exit(f"dataset '{name}' is not installed: {table[name][1]}")
+    return list(requested)
 
 
 def command_line() -> str:
