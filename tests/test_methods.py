@@ -139,6 +139,20 @@ def test_dmn_trained_starts_as_dmn_tf_and_learns_biases():
     assert torch.allclose(dmn.predict_stream(Feats(tx)), tf.predict_stream(Feats(tx)), atol=1e-4)
 
 
+def test_dmn_trained_incremental_keys_equal_a_full_recompute():
+    """The trained DMN caches its biased dynamic keys/values and refreshes only written classes."""
+    text, (sx, sy), _, (tx, _) = problem(n=60)
+    dmn = create_method("dmn", epochs=3)
+    dmn.fit(text, Feats(sx), sy)
+    dmn.predict_stream(Feats(tx[:30]))  # fills the cache as the stream writes
+    dmn.predict_stream(Feats(tx[30:]))
+    keys, values = dmn._dynamic_rows(dmn.dynamic)
+    full_keys, full_values = dmn._biased_rows(dmn.dynamic)
+    assert torch.equal(keys, full_keys) and torch.equal(values, full_values)
+    dmn.reset()  # a fresh memory object invalidates the cache
+    assert dmn._dynamic_rows(dmn.dynamic)[0].abs().sum() < keys.abs().sum()
+
+
 def test_stream_order_and_input_order():
     text, (sx, sy), _, (tx, _) = problem(n=50)
     perm = np.random.default_rng(3).permutation(50)

@@ -96,6 +96,7 @@ class DynamicMemory:
         self.entropy = torch.full((C, L), math.inf)  # (C, L) entropy of each queued feature
         self.count = torch.zeros(C, dtype=torch.long)  # (C,) filled queue slots
         self.payload = torch.zeros(C, L, payload_dim) if payload_dim else None  # (C, L, P)
+        self.changes = torch.zeros(C, dtype=torch.long)  # (C,) bumped whenever a class's rows change
         if E:
             pm = torch.ones(C, E, dtype=torch.bool) if pinned_mask is None else pinned_mask.bool()
             self.rows[:, L:] = (torch.nn.functional.normalize(pinned.float(), dim=-1) * pm[..., None]).to(self.dtype)
@@ -166,6 +167,7 @@ class DynamicMemory:
             self.rows[c, j] = xs[i]
             self.valid[c, j] = True
             self.entropy[c, j] = h
+            self.changes[c] += 1
             if self.payload is not None:
                 self.payload[c, j] = payload[i].float()
             if self.gram is not None:
@@ -221,3 +223,4 @@ class DynamicMemory:
             raise GenbaError("memory state does not match this memory's classes, capacity, dim or dtype")
         for k, v in mine.items():
             v.copy_(state[k])
+        self.changes += 1

@@ -62,7 +62,7 @@ class DMNTrained(DMNTrainingFree):
     config_cls = DMNConfig
 
     def _fit(self, sj, sc, y, val) -> None:
-        self.biases, self._static_kv = None, None
+        self.biases, self._static_kv, self._dynamic_kv = None, None, None
         super()._fit(sj, sc, y, val)
         cfg = self.config
         self.biases = DMNBiases(self.num_classes, sc.shape[2], sj.shape[2])
@@ -85,6 +85,23 @@ class DMNTrained(DMNTrainingFree):
         self.biases.requires_grad_(False)
         self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
 
+    def _dynamic_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
+        """Biased keys/values of a dynamic memory, recomputed only for classes written since the last read."""
+        cache = self._dynamic_kv
+        if cache is None or cache[0] is not memory:
+            keys, values = self._biased_rows(memory)
+            self._dynamic_kv = (memory, keys, values, memory.changes.clone())
+            return keys, values
+        _, keys, values, seen = cache
+        changed = (memory.changes != seen).nonzero().flatten()  # classes written since
+        if len(changed):
+            b = self.biases
+            rows, m = memory.rows[changed].float(), memory.valid[changed][..., None].float()  # (k, S, D), (k, S, 1)
+            keys[changed] = l2_normalize(rows + b.k[changed][:, None]) * m
+            values[changed] = l2_normalize(rows + b.v[changed][:, None]) * m
+            seen.copy_(memory.changes)
+        return keys, values
+
     def _biased_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys normalize(r + b_k[c]) and values normalize(r + b_v[c]), (C, S, D) each; empty slots zero."""
         b = self.biases
@@ -100,7 +117,11 @@ class DMNTrained(DMNTrainingFree):
         if getattr(self, "biases", None) is None:
             return super().read(memory, x)
         b, cfg = self.biases, self.config
-        cached = memory is self.static and self._static_kv is not None
-        keys, values = self._static_kv if cached else self._biased_rows(memory)  # (C, S, D) each
+        if memory is self.static and self._static_kv is not None:
+            keys, values = self._static_kv
+        elif hasattr(memory, "changes"):
+            keys, values = self._dynamic_rows(memory)
+        else:
+            keys, values = self._biased_rows(memory)  # (C, S, D) each
         return memory_read(x, values, memory.valid, keys=keys, query_for_weights=l2_normalize(x + b.q),
                            out_bias=b.o, beta=cfg.beta, scale=cfg.scale)

@@ -56,6 +56,7 @@ def sync_row(m: DynamicMemory, c: int, j: int, stored: np.ndarray) -> None:
     if torch.equal(m.rows[c, j], x):
         return
     m.rows[c, j] = x
+    m.changes[c] += 1  # readers that cache derived rows (trained DMN) recompute class c
     if m.gram is not None:
         g = (m.rows[c].float() @ x.float()).to(m.dtype)  # (L+E,), as DynamicMemory.write_batch
         m.gram[c, j, :] = g
