@@ -18,7 +18,6 @@ chosen on the clean validation stream. Test labels only score. Writes <out>.md, 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -64,8 +63,8 @@ def stream_subset(dataset, n: int, seed: int):
     """A dataset copy with one extra split: n test indices drawn with `seed` (name holds a digest)."""
     test = dataset.splits["test"]
     idx = np.sort(np.random.default_rng([seed, 7]).choice(test, size=min(n, len(test)), replace=False))
-    split = f"shift-test-{len(idx)}-{hashlib.sha256(idx.tobytes()).hexdigest()[:12]}"
-    return dataclasses.replace(dataset, splits={**dataset.splits, split: idx}), split, idx
+    subset, split = dataset.with_subset_split("test", idx, label="shift-test")
+    return subset, split, idx
 
 
 def run(name: str, protos, q: torch.Tensor, order, overrides: dict) -> torch.Tensor:

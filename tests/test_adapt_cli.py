@@ -91,3 +91,19 @@ def test_views_are_deterministic_and_streamed(tmp_path, folder):
     result = run_adapt(encoder, dataset, AdaptSpec(method="dmn-zs", shots=0, views=4, select="fixed", val_per_class=2), cache=cache, progress=False)
     assert result["views"] == 4 and result["n"] == len(dataset.splits["test"])
     assert len(list((tmp_path / "c").rglob("*.safetensors"))) >= 5  # train, test, 3 augmented test views (+ text)
+
+
+def test_views_of_a_test_subset_encode_only_that_subset(tmp_path, folder):
+    encoder, dataset, cache = load_encoder("tiny"), load_dataset(str(folder)), TensorCache(tmp_path / "c")
+    data = prepare(encoder, dataset, cache=cache, progress=False)
+    data.test = data.test.subset([0, 2, 5])
+    result = run_adapt(encoder, dataset, AdaptSpec(method="tda", shots=0, views=2, select="fixed", val_per_class=2),
+                       data=data, cache=cache, progress=False)
+    assert result["n"] == 3
+    from safetensors import safe_open
+
+    sizes = []
+    for path in (tmp_path / "c" / "features").glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as handle:
+            sizes.append(handle.get_slice("labels").get_shape()[0])
+    assert 3 in sizes  # the augmented view was extracted for the 3 images only

@@ -105,9 +105,13 @@ def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, 
     """Test features with `views` augmented views per image: joint (N, V, Dt), cache (N, V, Dc)."""
     from genba.data.views import view_transform
 
-    extra = [extract_features(encoder, dataset, "test", cache=cache, transform=view_transform(v), progress=progress)
+    wanted = test.indices.numpy()
+    source, split = dataset, "test"
+    if len(wanted) < len(dataset.splits["test"]):  # a subset of test: encode only those images
+        source, split = dataset.with_subset_split("test", wanted)
+    extra = [extract_features(encoder, source, split, cache=cache, transform=view_transform(v), progress=progress)
              for v in range(1, views)]
-    extra = [f.subset(_rows(f, test.indices.numpy())) for f in extra]  # same images, same order as `test`
+    extra = [f.subset(_rows(f, wanted)) for f in extra]  # same images, same order as `test`
     per_view = [_feats(f, space, centre) for f in [test] + extra]
     joint = torch.stack([f.joint for f in per_view], dim=1)  # (N, V, Dt)
     cache_feats = None if per_view[0].cache is None else torch.stack([f.cache for f in per_view], dim=1)  # (N, V, Dc)

@@ -7,6 +7,8 @@ Images are decoded lazily, one at a time, and always come back as RGB PIL images
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +77,18 @@ class Dataset:
         """Decode item i as an RGB PIL image."""
         img = self._load(int(i))
         return img if img.mode == "RGB" else img.convert("RGB")
+
+    def with_subset_split(self, parent: str, indices: np.ndarray, label: str | None = None) -> tuple["Dataset", str]:
+        """A copy with one more split holding `indices` (a subset of split `parent`).
+
+        The new split's name carries a digest of the indices, so feature-cache keys stay exact and
+        only those images are encoded. Returns (dataset copy, split name).
+        """
+        idx = np.sort(np.asarray(indices, dtype=np.int64))
+        if not np.isin(idx, self.splits[parent]).all():
+            raise ValueError(f"subset indices are not all in split {parent!r} of {self.name!r}")
+        name = f"{label or parent + '-subset'}-{len(idx)}-{hashlib.sha256(idx.tobytes()).hexdigest()[:12]}"
+        return dataclasses.replace(self, splits={**self.splits, name: idx}), name
 
     def prompts(self, class_index: int) -> list[str]:
         """All templates filled with the name of one class."""
