@@ -75,3 +75,19 @@ class CollapseGuard:
         h = entropy(probs)  # (B,)
         admit = h / math.log(C) <= self.max_entropy if C > 1 else torch.ones_like(h, dtype=torch.bool)
         return probs.argmax(1), h, admit
+
+
+@dataclass
+class GuardOptions:
+    """The guard's settings as config fields; method configs that keep a test-time memory inherit them."""
+
+    guard_max_entropy: float = 1.0
+    """Collapse guard: confidence gate on test-time memory writes (1.0 = off)."""
+    guard_balance: float = 0.0
+    """Collapse guard: class-balanced admission (0 = off)."""
+    guard_prior: float = 0.0
+    """Collapse guard: momentum of the prior correction of pseudo-labels (0 = off)."""
+
+    def make_guard(self) -> CollapseGuard:
+        """A fresh guard with these settings (raises GenbaError on invalid values)."""
+        return CollapseGuard(self.guard_max_entropy, self.guard_balance, self.guard_prior)

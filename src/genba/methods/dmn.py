@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from genba.memory.dynamic import DynamicMemory, resolve_dtype
-from genba.memory.guard import CollapseGuard
+from genba.memory.guard import GuardOptions
 from genba.memory.static import StaticMemory
 from genba.methods.base import Method
 from genba.methods.config import fraction, non_negative, positive
@@ -34,7 +34,7 @@ from genba.methods.views import confident_views
 
 
 @dataclass
-class DMNZSConfig:
+class DMNZSConfig(GuardOptions):
     beta: float = 5.5
     """beta, sharpness of the read weights exp(-beta (1 - cos))."""
     scale: float = 100.0
@@ -49,19 +49,13 @@ class DMNZSConfig:
     """Storage dtype of the dynamic memory (float16: 51 MB at C=1000, L=50, D=512)."""
     stream_batch: int = 1
     """Queries written then read together; 1 is the exact stream."""
-    guard_max_entropy: float = 1.0
-    """Collapse guard: confidence gate on dynamic writes (1.0 = off)."""
-    guard_balance: float = 0.0
-    """Collapse guard: class-balanced admission (0 = off)."""
-    guard_prior: float = 0.0
-    """Collapse guard: momentum of the prior correction of pseudo-labels (0 = off)."""
 
     def __post_init__(self) -> None:
         positive(self, "beta", "scale", "capacity", "stream_batch")
         non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
         fraction(self, "view_keep")
         resolve_dtype(self.memory_dtype)
-        CollapseGuard(self.guard_max_entropy, self.guard_balance, self.guard_prior)  # validates
+        self.make_guard()  # validates the guard fields
 
 
 @dataclass
@@ -89,7 +83,7 @@ class DMNZeroShot(Method):
         super().reset()
         cfg = self.config
         self.dynamic: DynamicMemory | None = None  # built at the first stream if the space is open
-        self.guard = CollapseGuard(cfg.guard_max_entropy, cfg.guard_balance, cfg.guard_prior)
+        self.guard = cfg.make_guard()
         if self.space is not None:
             self._build(self.space[1])
 

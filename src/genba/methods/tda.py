@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from genba.memory.dynamic import DynamicMemory
-from genba.memory.guard import CollapseGuard
+from genba.memory.guard import GuardOptions
 from genba.memory.read import entropy, l2_normalize
 from genba.methods.base import Method
 from genba.methods.config import fraction, non_negative, positive
@@ -30,7 +30,7 @@ from genba.methods.views import confident_views
 
 
 @dataclass
-class TDAConfig:
+class TDAConfig(GuardOptions):
     pos_capacity: int = 3
     """Positive cache shot capacity per class."""
     pos_alpha: float = 2.0
@@ -55,18 +55,12 @@ class TDAConfig:
     """CLIP's logit scale."""
     view_keep: float = 0.1
     """Fraction of lowest-entropy test-time views kept for the pseudo-label."""
-    guard_max_entropy: float = 1.0
-    """Collapse guard: confidence gate on positive-cache writes (1.0 = off)."""
-    guard_balance: float = 0.0
-    """Collapse guard: class-balanced admission to the positive cache (0 = off)."""
-    guard_prior: float = 0.0
-    """Collapse guard: momentum of the prior correction of pseudo-labels (0 = off)."""
 
     def __post_init__(self) -> None:
         positive(self, "pos_capacity", "neg_capacity", "pos_beta", "neg_beta", "scale")
         non_negative(self, "pos_alpha", "neg_alpha")
         fraction(self, "view_keep")
-        CollapseGuard(self.guard_max_entropy, self.guard_balance, self.guard_prior)  # validates
+        self.make_guard()  # validates the guard fields
 
 
 @register_method("tda")
@@ -83,7 +77,7 @@ class TDA(Method):
         super().reset()
         cfg = self.config
         self.pos = self.neg = None  # built at the first stream, in the queries' cache space
-        self.guard = CollapseGuard(cfg.guard_max_entropy, cfg.guard_balance, cfg.guard_prior)
+        self.guard = cfg.make_guard()
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         cfg, C = self.config, self.num_classes
