@@ -146,10 +146,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
     else:
         config, selected_on = make_config(spec.method, spec.overrides), "fixed"
     method = get_method(spec.method)(config)
-    if get_method(spec.method).__name__ == "TipAdapterF" or spec.method == "tip-adapter-f":
-        method.fit(**fit_args, val=(val_feats, val.labels))
-    else:
-        method.fit(**fit_args)
+    method.fit(**fit_args, val=(val_feats, val.labels))  # only methods that select during training read it
     order = np.random.default_rng(spec.seed).permutation(len(data.test))
     queries = _feats(data.test, spec.space, data.centre)
     if spec.views > 1:
