@@ -20,10 +20,13 @@ Affinity read (Tip-Adapter, TDA): A = exp(-beta * (1 - q K^T)) @ V, V one-hot la
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 EPS = 1e-12
 _CHUNK_ROWS = 512  # rows converted to fp32 at a time for batched half-precision reads
+_SCRATCH = threading.local()  # per-thread float32 buffer for the half-precision Gram form
 
 
 def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -69,12 +72,20 @@ def _quad_form(w: torch.Tensor, gram: torch.Tensor, chunk: int = 256) -> torch.T
     Half-precision G is converted to float32 `chunk` classes at a time (CPU half bmm is slow;
     a full fp32 copy of G would be as large as a float32 G kept in memory).
     """
-    out = []
+    if gram.dtype == torch.float32:
+        return torch.einsum("bcs,cst,bct->bc", w, gram, w)  # (B, C)
+    S = gram.shape[1]
+    scratch = getattr(_SCRATCH, "gram", None)
+    if scratch is None or scratch.shape[1:] != (S, S):
+        scratch = _SCRATCH.gram = torch.empty(chunk, S, S)  # reused: no fresh pages per read
+    out = torch.empty(w.shape[0], gram.shape[0])  # (B, C)
     for c0 in range(0, gram.shape[0], chunk):
-        g = gram[c0 : c0 + chunk].float()  # (c, S, S)
-        wc = w[:, c0 : c0 + chunk].transpose(0, 1)  # (c, B, S)
-        out.append((torch.bmm(wc, g) * wc).sum(-1).T)  # (B, c)
-    return torch.cat(out, dim=1)  # (B, C)
+        n = min(chunk, gram.shape[0] - c0)
+        g = scratch[:n]
+        g.copy_(gram[c0 : c0 + n])  # (n, S, S) float32
+        wc = w[:, c0 : c0 + n].transpose(0, 1)  # (n, B, S)
+        out[:, c0 : c0 + n] = (torch.bmm(wc, g) * wc).sum(-1).T  # (B, n)
+    return out
 
 
 def memory_read(
