@@ -192,3 +192,25 @@ def test_guard_prior_correction_and_confidence_gate():
     assert admit.tolist() == [False, True]
     with pytest.raises(GenbaError):
         CollapseGuard(max_entropy=0.0)
+
+
+def test_fused_read_matches_the_torch_read():
+    """The opt-in compiled one-pass read gives the logits of the torch read (skipped where it cannot build)."""
+    from genba.memory.fused import load
+
+    if load() is None:
+        pytest.skip("the fused kernel cannot be compiled here (needs a C++ compiler and ninja)")
+    g = torch.Generator().manual_seed(0)
+    C, L, D = 7, 5, 64
+    text = l2_normalize(torch.randn(C, 1, D, generator=g))
+    plain = DynamicMemory(C, L, D, pinned=text)
+    fused = DynamicMemory(C, L, D, pinned=text, kernel="fused")
+    x = l2_normalize(torch.randn(20, D, generator=g))
+    cls, ent = torch.randint(0, C, (20,), generator=g), torch.rand(20, generator=g)
+    for m in (plain, fused):
+        m.write_batch(x, cls, ent)  # some classes stay partly empty: the mask matters
+    q = l2_normalize(torch.randn(1, D, generator=g))
+    assert torch.allclose(fused.read(q), plain.read(q), atol=2e-2)
+    assert torch.allclose(fused.read(q.repeat(3, 1)), plain.read(q.repeat(3, 1)))  # batches use torch
+    with pytest.raises(GenbaError, match="kernel"):
+        DynamicMemory(C, L, D, kernel="cuda")

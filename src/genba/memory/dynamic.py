@@ -77,7 +77,7 @@ class DynamicMemory:
 
     def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
                  pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
-                 payload_dim: int = 0, keep_gram: bool = True) -> None:
+                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "torch") -> None:
         if num_classes < 1 or capacity < 1 or dim < 1:
             raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
         C, L, D = num_classes, capacity, dim
@@ -89,6 +89,9 @@ class DynamicMemory:
                 raise GenbaError(f"pinned_mask must have shape ({C}, {E}), got {tuple(pinned_mask.shape)}")
             check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1).bool()] if pinned_mask is not None
                            else pinned.reshape(-1, D), D, "pinned rows")
+        if kernel not in ("torch", "fused"):
+            raise GenbaError(f"unknown memory kernel '{kernel}': use 'torch' or 'fused' (compiled, see genba.memory.fused)")
+        self.kernel = kernel
         self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
         self.dtype = resolve_dtype(dtype)
         self.rows = torch.zeros(C, L + E, D, dtype=self.dtype)  # (C, L+E, D)
@@ -181,6 +184,12 @@ class DynamicMemory:
     def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
         q = check_features(q, self.dim, "memory read queries")
+        if self.kernel == "fused":
+            from genba.memory.fused import fused_read
+
+            logits = fused_read(self.rows, self.gram, self.valid, q, beta=beta, scale=scale)
+            if logits is not None:
+                return logits
         return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram)
 
     def affinity(self, q: torch.Tensor, *, beta: float, values: Callable | None = None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from genba.errors import GenbaError
 from genba.memory.dynamic import DynamicMemory, resolve_dtype
 from genba.memory.guard import GuardOptions
 from genba.memory.static import StaticMemory
@@ -47,6 +48,8 @@ class DMNZSConfig(GuardOptions):
     """Fraction of lowest-entropy test-time views kept for the pseudo-label (10% of 32)."""
     memory_dtype: str = "float16"
     """Storage dtype of the dynamic memory (float16: 51 MB at C=1000, L=50, D=512)."""
+    memory_kernel: str = "torch"
+    """'fused': the opt-in compiled one-pass read of the dynamic memory (genba.memory.fused)."""
     stream_batch: int = 1
     """Queries written then read together; 1 is the exact stream."""
 
@@ -55,6 +58,8 @@ class DMNZSConfig(GuardOptions):
         non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
         fraction(self, "view_keep")
         resolve_dtype(self.memory_dtype)
+        if self.memory_kernel not in ("torch", "fused"):
+            raise GenbaError(f"memory_kernel must be 'torch' or 'fused', got {self.memory_kernel!r}")
         self.make_guard()  # validates the guard fields
 
 
@@ -94,7 +99,7 @@ class DMNZeroShot(Method):
         elif self.joint_cache:
             pinned = self.text[:, None]  # (C, 1, D)
         self.dynamic = DynamicMemory(self.num_classes, cfg.capacity, dim, dtype=cfg.memory_dtype,
-                                     pinned=pinned, pinned_mask=mask)
+                                     pinned=pinned, pinned_mask=mask, kernel=cfg.memory_kernel)
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         if self.dynamic is None:
