@@ -78,10 +78,11 @@ def cmd_adapt(args) -> int:
         spec.validate()
     dataset = load_dataset(args.dataset)
     encoder = load_encoder(args.encoder)
-    data = prepare(encoder, dataset, cache=_cache(args), progress=not args.quiet)
+    cache = _cache(args)
+    data = prepare(encoder, dataset, cache=cache, progress=not args.quiet)
     results = []
     for spec in specs:
-        result = run_adapt(encoder, dataset, spec, data=data, cache=_cache(args), progress=not args.quiet)
+        result = run_adapt(encoder, dataset, spec, data=data, cache=cache, progress=not args.quiet)
         result["encoder_spec"] = args.encoder
         results.append(result)
     shown = lambda r: ", ".join(f"{k}={v:g}" for k, v in r["hyperparameters"].items() if k in ("alpha", "beta", "b_dyn", "b_static", "pos_alpha", "pos_beta")) or "-"

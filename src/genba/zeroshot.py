@@ -52,12 +52,12 @@ def evaluate_zeroshot(encoder: Encoder, dataset, split: str = "test", *, cache: 
     features = extract_features(encoder, dataset, split, cache=cache, progress=progress)
     classifier = cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
     logits = zeroshot_logits(features.image, classifier)
-    counts = torch.bincount(features.labels, minlength=len(dataset.classnames))
-    predicted = torch.bincount(logits.argmax(-1), minlength=len(dataset.classnames))
-    per_class = [
-        100.0 * ((logits.argmax(-1) == c) & (features.labels == c)).sum().item() / max(1, counts[c].item())
-        for c in range(len(dataset.classnames))
-    ]
+    num_classes = len(dataset.classnames)
+    predictions = logits.argmax(-1)  # (N,)
+    counts = torch.bincount(features.labels, minlength=num_classes)
+    correct = torch.bincount(features.labels[predictions == features.labels], minlength=num_classes)
+    per_class = (100.0 * correct / counts.clamp_min(1)).tolist()
+    predicted = torch.bincount(predictions, minlength=num_classes)
     return {
         "dataset": dataset.name,
         "encoder": encoder.provenance,

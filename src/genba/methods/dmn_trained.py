@@ -95,18 +95,17 @@ class DMNTrained(DMNTrainingFree):
         _, keys, values, seen = cache
         changed = (memory.changes != seen).nonzero().flatten()  # classes written since
         if len(changed):
-            b = self.biases
-            rows, m = memory.rows[changed].float(), memory.valid[changed][..., None].float()  # (k, S, D), (k, S, 1)
-            keys[changed] = l2_normalize(rows + b.k[changed][:, None]) * m
-            values[changed] = l2_normalize(rows + b.v[changed][:, None]) * m
+            keys[changed], values[changed] = self._biased_rows(memory, changed)
             seen.copy_(memory.changes)
         return keys, values
 
-    def _biased_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys normalize(r + b_k[c]) and values normalize(r + b_v[c]), (C, S, D) each; empty slots zero."""
+    def _biased_rows(self, memory, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys normalize(r + b_k[c]) and values normalize(r + b_v[c]), (C', S, D) each, for `classes`
+        (default all); empty slots zero."""
+        pick = slice(None) if classes is None else classes
         b = self.biases
-        rows, m = memory.rows.float(), memory.valid[..., None].float()  # (C, S, D), (C, S, 1)
-        return l2_normalize(rows + b.k[:, None]) * m, l2_normalize(rows + b.v[:, None]) * m
+        rows, m = memory.rows[pick].float(), memory.valid[pick][..., None].float()  # (C', S, D), (C', S, 1)
+        return l2_normalize(rows + b.k[pick][:, None]) * m, l2_normalize(rows + b.v[pick][:, None]) * m
 
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
         if getattr(self, "biases", None) is None:
