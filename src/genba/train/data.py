@@ -1,0 +1,58 @@
+"""Training data for the engine: anything with len() and take(indices) -> batch.
+
+TensorData holds equal-length tensors (cached features, small images, labels) and returns a
+dict of row subsets. The batch order is a pure function of (seed, epoch), so a resumed run
+rebuilds exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from genba.errors import GenbaError
+
+
+class TrainData(Protocol):
+    def __len__(self) -> int: ...
+
+    def take(self, indices: torch.Tensor): ...
+
+
+class TensorData:
+    """Equal-length tensors by name; take(idx) -> {name: tensor[idx]}."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        if not tensors:
+            raise GenbaError("training data needs at least one tensor")
+        lengths = {name: int(t.shape[0]) for name, t in tensors.items()}
+        if len(set(lengths.values())) != 1:
+            raise GenbaError(f"training tensors differ in length: {lengths}")
+        for name, t in tensors.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise GenbaError(f"training tensor {name!r} holds NaN or infinite values; "
+                                 "re-extract the features or drop those rows")
+        self.tensors = tensors
+        self.n = next(iter(lengths.values()))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: t[indices] for name, t in self.tensors.items()}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of range(n) used in `epoch` (independent of earlier epochs)."""
+    g = torch.Generator().manual_seed(_mix(seed, epoch, 0x5EED))
+    return torch.randperm(n, generator=g)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The global torch seed set before step `step`, so random draws inside a step replay on resume."""
+    return _mix(seed, step, 0x57E9)
+
+
+def _mix(a: int, b: int, salt: int) -> int:
+    return (a * 1_000_003 + b * 7_919 + salt) % (2**63 - 1)
