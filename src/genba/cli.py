@@ -149,15 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Sub-commands that live next to their feature: each module has register_cli(commands, common).
+FEATURE_CLIS = ("genba.serve.cli", "genba.continual.cli", "genba.cvm.cli", "genba.movit.cli", "genba.sak.cli")
+
+
 def _add_optional_commands(commands, common) -> None:
-    """Sub-commands that live next to their feature (e.g. `serve` in genba.serve.cli)."""
-    try:
-        from genba.serve.cli import register_cli
-    except ModuleNotFoundError as error:  # the service module is not part of this build
-        if error.name not in ("genba.serve", "genba.serve.cli"):
-            raise
-        return
-    register_cli(commands, common)
+    """Register the sub-commands of every feature package present in this build."""
+    import importlib
+
+    for module_name in FEATURE_CLIS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:  # that feature is not part of this build
+            if error.name not in (module_name, module_name.rsplit(".", 1)[0]):
+                raise
+            continue
+        module.register_cli(commands, common)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
