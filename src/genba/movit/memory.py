@@ -75,7 +75,7 @@ class AttentionMemory(nn.Module):
         self.register_buffer("source", torch.full((capacity,), -1, dtype=torch.long))  # image id, -1 empty
         self.register_buffer("token", torch.full((capacity,), -1, dtype=torch.long))
         self.register_buffer("written", torch.full((capacity,), -1, dtype=torch.long))  # last write step
-        self.register_buffer("clock", torch.zeros((), dtype=torch.long))
+        self.register_buffer("clock", torch.zeros(1, dtype=torch.long))  # 1-d: safetensors digests need it
         self.register_buffer("proto_keys", torch.zeros(heads, prototypes, head_dim))
         self.register_buffer("proto_values", torch.zeros(heads, prototypes, head_dim))
         self.register_buffer("proto_valid", torch.zeros(heads, prototypes, dtype=torch.bool))
