@@ -117,7 +117,7 @@ def test_prototypes_are_kmeans_cluster_means_and_know_their_training_images():
 def test_model_writes_memory_only_in_training_and_prototypes_make_inference_independent_of_slots(one_thread):
     torch.manual_seed(0)
     cfg = MoViTConfig(num_classes=3, image_size=8, patch=4, channels=1, dim=8, depth=2, heads=2,
-                      mem=MemoryConfig(capacity=32, topk=3, prototypes=4, layers="last"))
+                      mem=MemoryConfig(capacity=32, topk=3, prototypes=4, layers="last", write="all"))
     model = MoViT(cfg)
     assert len(model.memories) == 1 and model.blocks[0].attn.memory is None
     x = torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8)
@@ -140,3 +140,17 @@ def test_model_writes_memory_only_in_training_and_prototypes_make_inference_inde
     with pytest.raises(GenbaError, match="image ids"):
         model.train()
         model(x)
+
+
+def test_cls_write_mode_keeps_one_slot_per_image(one_thread):
+    torch.manual_seed(0)
+    cfg = MoViTConfig(num_classes=3, image_size=8, patch=4, channels=1, dim=8, depth=1, heads=2,
+                      mem=MemoryConfig(capacity=8, topk=2, prototypes=2, write="cls", alpha=0.5))
+    model = MoViT(cfg).train()
+    x = torch.randint(0, 255, (3, 1, 8, 8), dtype=torch.uint8)
+    model(x, ids=torch.tensor([4, 5, 6]))
+    model(x, ids=torch.tensor([4, 5, 6]))  # second epoch: the same three slots, updated by EMA
+    mem = model.memories[0]
+    assert mem.filled == 3 and sorted(mem.source[:3].tolist()) == [4, 5, 6] and set(mem.token[:3].tolist()) == {0}
+    with pytest.raises(GenbaError, match="mem.write"):
+        MoViTConfig(mem=MemoryConfig(write="patches"))

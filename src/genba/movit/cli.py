@@ -1,7 +1,7 @@
 """`genba movit train | predict | prototypes`: argument parsing only; genba.movit does the work.
 
     genba movit train --dataset digits --fraction 0.03 [--setting scratch|head] [--seed 0]
-                      [--no-memory] [--steps 300] [--val-per-class 0] [--set mem.alpha=0.2] --out runs/m
+                      [--no-memory] [--steps N] [--val-per-class 0] [--set mem.alpha=0.2] --out runs/m
         -> runs/m/movit.safetensors (model + memory + prototypes) and runs/m/results.json
     genba movit predict --model runs/m/movit.safetensors --dataset digits [--split test]
                         [--full-memory] [--out predictions.json]
@@ -26,7 +26,7 @@ def register_cli(commands, common) -> None:
                        help="scratch: small ViT on pixels; head: memory transformer over frozen encoder tokens")
     train.add_argument("--seed", type=int, default=0, help="seed of the fraction, initialisation and batches")
     train.add_argument("--no-memory", action="store_true", help="the same transformer without memory (baseline)")
-    train.add_argument("--steps", type=int, default=None, help="optimiser-step budget (default 300)")
+    train.add_argument("--steps", type=int, default=None, help="optimiser-step budget (default: 20 epochs clamped to [100, 200] steps)")
     train.add_argument("--val-per-class", type=int, default=0,
                        help="carve this many validation images per class from the fraction to pick the epoch (default 0: last epoch)")
     train.add_argument("--backbone", default="efficientnet-lite0", help="frozen encoder of the head setting")
@@ -76,12 +76,11 @@ def cmd_train(args) -> int:
     from genba.movit.artefact import save_artefact
     from genba.movit.data import fraction_indices
     from genba.movit.run import RunSpec, build_inputs, provenance, run_movit
-    from genba.movit.train import DEFAULT_STEPS
     from genba.data import load_dataset
     from genba.report import write_json
 
     spec = RunSpec(dataset=args.dataset, fraction=args.fraction, setting=args.setting, seed=args.seed,
-                   memory=not args.no_memory, steps=args.steps or DEFAULT_STEPS, val_per_class=args.val_per_class,
+                   memory=not args.no_memory, steps=args.steps, val_per_class=args.val_per_class,
                    overrides=_parse_sets(args.set), backbone=args.backbone)
     model_path = args.out / "movit.safetensors"
     if model_path.exists():

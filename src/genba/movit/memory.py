@@ -23,7 +23,8 @@ The attention itself (MemoryAttention in vit.py) is, for every token of x, one s
 concatenation [own tokens; R(x)], see `attend`.
 
 Write (training only; in the layer's forward under torch.no_grad, after the batch's own read, so
-a batch never reads the keys it writes). Token t of image n gives (k, v):
+a batch never reads the keys it writes). Token t of image n gives (k, v) (which tokens are
+written is the model's `mem.write`: the cls token only, one snapshot per image, or all tokens):
     if (n, t) owns slot s:  m_s <- (1 - alpha) m_s + alpha (k, v)    exponential moving average;
                                                                   alpha = 1 is plain overwrite
     else it takes a new slot: an empty one if any, else the least recently written one

@@ -22,7 +22,7 @@ from genba.data import load_dataset
 from genba.data.splits import train_val_split
 from genba.errors import GenbaError
 from genba.movit.data import check_fraction, default_image_size, fraction_indices, is_gray, load_pixels
-from genba.movit.train import DEFAULT_STEPS, DEFAULT_TRAIN, accuracy, train_config, train_movit
+from genba.movit.train import accuracy, step_budget, train_config, train_movit
 from genba.movit.vit import MemoryConfig, MoViTConfig
 
 SETTINGS = ("scratch", "head")
@@ -37,18 +37,19 @@ class RunSpec:
     setting: str = "scratch"
     seed: int = 0
     memory: bool = True
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None
+    """optimiser steps; None: train.step_budget (20 epochs clamped to [100, 200])."""
     val_per_class: int = 0
     overrides: dict = field(default_factory=dict)
     """'train.lr', 'model.dim', 'mem.alpha', ... -> value."""
     backbone: str = "efficientnet-lite0"
-    head_image_size: int = 128
+    head_image_size: int = 96
 
     def __post_init__(self) -> None:
         check_fraction(self.fraction)
         if self.setting not in SETTINGS:
             raise GenbaError(f"--setting must be one of {', '.join(SETTINGS)}, got {self.setting!r}")
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise GenbaError(f"--steps must be >= 1, got {self.steps}")
         for key in self.overrides:
             group, _, name = key.partition(".")
@@ -117,7 +118,8 @@ def run_movit(spec: RunSpec, *, cache: TensorCache | None = None, dataset=None, 
         val = (inputs.x_train[val_rows], labels[train_ids[val_rows]])
         rows = pool
     ids = torch.as_tensor(train_ids[rows])
-    train = train_config(len(rows), spec.steps, spec.seed, t_over)
+    steps = spec.steps or step_budget(len(rows), int(t_over.get("batch_size", 64)))
+    train = train_config(len(rows), steps, spec.seed, t_over)
     trained = train_movit(inputs.x_train[rows], labels[ids], ids, model_cfg, train, val=val,
                           checkpoint_dir=checkpoint_dir, progress=progress)
     model = trained.model
@@ -136,12 +138,12 @@ def run_movit(spec: RunSpec, *, cache: TensorCache | None = None, dataset=None, 
         "memory_slots_filled": [m.filled for m in model.memories],
         "memory_bytes_full": sum(m.nbytes(False) for m in model.memories),
         "memory_bytes_prototypes": sum(m.nbytes(True) for m in model.memories),
-        "hyperparameters": hyperparameters(spec, model_cfg, train, val is not None),
+        "hyperparameters": hyperparameters(spec, steps, model_cfg, train, val is not None),
     }
     return result, model
 
 
-def hyperparameters(spec: RunSpec, model_cfg: MoViTConfig, train, on_val: bool) -> dict:
+def hyperparameters(spec: RunSpec, steps: int, model_cfg: MoViTConfig, train, on_val: bool) -> dict:
     """Every setting with how it was chosen."""
     user = set(spec.overrides)
     how_fixed = "fixed in advance (genba default, not tuned)"
@@ -151,7 +153,7 @@ def hyperparameters(spec: RunSpec, model_cfg: MoViTConfig, train, on_val: bool) 
 
     out = {f"train.{k}": {"value": v, "chosen": how(f"train.{k}")} for k, v in train.to_dict().items()}
     out["train.epochs"]["chosen"] = ("set by the user (--set)" if "train.epochs" in user else
-                                     f"ceil(steps budget {spec.steps} / batches per epoch), fixed in advance")
+                                     f"ceil(steps budget {steps} / batches per epoch), fixed in advance")
     cfg = model_cfg.to_dict()
     mem = cfg.pop("mem")
     out.update({f"model.{k}": {"value": v, "chosen": how(f"model.{k}")} for k, v in cfg.items()})
@@ -160,7 +162,8 @@ def hyperparameters(spec: RunSpec, model_cfg: MoViTConfig, train, on_val: bool) 
               "model.token_dim", "model.num_tokens"):
         if k not in user:
             out[k]["chosen"] = "from the data / input (not a free choice)"
-    out["steps"] = {"value": spec.steps, "chosen": how_fixed}
+    out["steps"] = {"value": steps, "chosen": "set by the user (--steps)" if spec.steps else
+                    "20 epochs clamped to [100, 200] steps, fixed in advance (train.step_budget)"}
     out["best_epoch"] = {"chosen": (f"on a validation split carved from the training fraction "
                                     f"({spec.val_per_class} per class)") if on_val else "last epoch (no validation)"}
     out["shift_augmentation_px"] = {"value": 2 if model_cfg.stem == "patch" else 0, "chosen": how_fixed}
@@ -168,7 +171,8 @@ def hyperparameters(spec: RunSpec, model_cfg: MoViTConfig, train, on_val: bool) 
 
 
 def provenance(result: dict, spec: RunSpec, train_ids: np.ndarray, dataset, licences: dict) -> dict:
-    return {"input": result["input"], "setting": spec.setting, "dataset": dataset.name,
+    head = {"backbone": spec.backbone, "image_size": spec.head_image_size} if spec.setting == "head" else {}
+    return {**head, "input": result["input"], "setting": spec.setting, "dataset": dataset.name,
             "fingerprint": dataset.fingerprint, "classnames": list(dataset.classnames),
             "fraction": spec.fraction, "seed": spec.seed, "train_ids": [int(i) for i in train_ids],
             "weights_licences": licences, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

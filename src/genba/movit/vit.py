@@ -39,6 +39,12 @@ class MemoryConfig:
     """Lloyd iterations of the prototype k-means."""
     layers: str = "all"
     """Which layers have a memory: 'all', 'last', or comma-separated 0-based indices."""
+    write: str = "cls"
+    """Which tokens of a training image are written: 'cls' (one snapshot per image and layer, the
+    default: picked over 'all' during development on train images outside the fraction, never on
+    test) or 'all' (cls + every patch token, as in Memorizing Transformers)."""
+    bias_init: float = 0.0
+    """Initial value of the learned per-head offset b_h of the memory logits."""
 
 
 @dataclass
@@ -68,6 +74,8 @@ class MoViTConfig:
             raise GenbaError(f"stem must be 'patch' or 'tokens', got {self.stem!r}")
         if self.stem == "patch" and self.image_size % self.patch:
             raise GenbaError(f"image_size {self.image_size} is not a multiple of the patch size {self.patch}")
+        if self.mem.write not in ("all", "cls"):
+            raise GenbaError(f"mem.write must be 'all' or 'cls', got {self.mem.write!r}")
         if self.dim % self.heads:
             raise GenbaError(f"dim {self.dim} is not divisible by heads {self.heads}")
 
@@ -98,14 +106,16 @@ class MoViTConfig:
 class MemoryAttention(nn.Module):
     """Multi-head self-attention that also attends to its memory's retrieved entries."""
 
-    def __init__(self, dim: int, heads: int, memory: AttentionMemory | None, dropout: float):
+    def __init__(self, dim: int, heads: int, memory: AttentionMemory | None, dropout: float,
+                 write: str = "all", bias_init: float = 0.0):
         super().__init__()
+        self.write = write
         self.heads, self.head_dim = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
         self.memory = memory
-        self.mem_bias = nn.Parameter(torch.zeros(heads)) if memory is not None else None
+        self.mem_bias = nn.Parameter(torch.full((heads,), float(bias_init))) if memory is not None else None
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
@@ -120,7 +130,10 @@ class MemoryAttention(nn.Module):
         if mem is not None and self.training:
             if ids is None:
                 raise GenbaError("training with a memory needs the image ids of the batch")
-            mem.write(k, v, ids)
+            if self.write == "cls":
+                mem.write(k[:, :, :1], v[:, :, :1], ids)
+            else:
+                mem.write(k, v, ids)
         return self.drop(self.proj(out.transpose(1, 2).reshape(B, T, D)))
 
 
@@ -128,7 +141,7 @@ class Block(nn.Module):
     def __init__(self, cfg: MoViTConfig, memory: AttentionMemory | None):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim)
-        self.attn = MemoryAttention(cfg.dim, cfg.heads, memory, cfg.dropout)
+        self.attn = MemoryAttention(cfg.dim, cfg.heads, memory, cfg.dropout, cfg.mem.write, cfg.mem.bias_init)
         self.norm2 = nn.LayerNorm(cfg.dim)
         hidden = int(cfg.dim * cfg.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
