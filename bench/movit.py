@@ -1,6 +1,7 @@
 """MoViT bench: accuracy vs training fraction, ablations, prototype vs full-memory cost.
 
     python bench/movit.py                       # 4 sets, fractions 1/3/10/30/100 %, seeds 0 1 2
+                                                # (seed 0 at every fraction, seeds 1 2 at <= 10%: time)
     python bench/movit.py --datasets digits --seeds 0 --fractions 0.1   # a quick look
 
 Per set, seed and fraction (nested class-stratified, genba.movit.data), test on the full test split:
@@ -170,6 +171,8 @@ def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--fractions", type=float, nargs="*", default=FRACTIONS)
+    parser.add_argument("--full-seeds", type=int, default=1,
+                        help="seeds (the first ones) run at every fraction; later seeds run the fractions <= 10%% only")
     parser.add_argument("--no-head", action="store_true", help="skip the head setting")
     parser.add_argument("--ablation-set", default="fashion-mnist")
     parser.add_argument("--ablation-fractions", type=float, nargs="*", default=[0.03, 0.1])
@@ -212,7 +215,8 @@ def main() -> None:
     out.write(json.dumps({"command": command_line(), "sets": sets, "hyperparameters": None}) + "\n")
     for i, seed in enumerate(args.seeds):  # seed-major: an interrupted run still covers every set
         for name in sets:
-            hyper.update(main_runs(data[name], seed, args.fractions, not args.no_head, record))
+            fractions = args.fractions if i < args.full_seeds else [f for f in args.fractions if f <= 0.1]
+            hyper.update(main_runs(data[name], seed, fractions, not args.no_head, record))
             out.write(json.dumps({"_hyper": hyper}) + "\n")
         if i == 0 and args.cost_set in data:
             cost_run(data[args.cost_set], args.cost_capacity, record)

@@ -43,6 +43,10 @@ def write_report(results: Path, stem: str, runs: list[dict], hyper: dict, sets: 
              f"seeds {seeds}; fractions {', '.join(f'{100 * f:g}%' for f in fractions)} of each train split "
              "(nested, class-stratified); test = the full test split. Every hyperparameter fixed in advance "
              "(table at the end); nothing chosen on test.", ""]
+    per_frac = {f: sorted({r["seed"] for r in runs if r["fraction"] == f and r["setting"] == "scratch"}) for f in fractions}
+    lines += ["Seeds per fraction: " + "; ".join(f"{100 * f:g}%: {per_frac[f]}" for f in fractions) +
+              " (the 30% and 100% runs cost the most; seeds beyond --full-seeds run the fractions <= 10% only, "
+              "to fit the shared machine's time budget).", ""]
     avail = [(s, m, k, label) for s, m, k, label in METHODS if collect(runs, s, m, k)]
     table = {label: collect(runs, s, m, k) for s, m, k, label in avail}
 

@@ -12,6 +12,8 @@ the pooled vectors as its cache space (see bench/movit.py).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,12 +32,20 @@ def input_name(backbone, image_size: int) -> str:
     return f"{backbone.provenance}:{STAGE}:{image_size}"
 
 
+@functools.lru_cache(maxsize=2)
+def backbone(spec: str):
+    """The frozen encoder (loaded once per process)."""
+    from genba.backbones import load_backbone
+
+    return load_backbone(spec)
+
+
 def head_tokens(dataset, split: str, backbone_spec: str, image_size: int, cache: TensorCache | None,
                 progress: bool) -> tuple[torch.Tensor, str]:
     """(tokens (N, h*w, C) float16 of the split, in split order; input name)."""
-    from genba.backbones import extract_activations, load_backbone
+    from genba.backbones import extract_activations
 
-    bb = load_backbone(backbone_spec)
+    bb = backbone(backbone_spec)
     acts = extract_activations(bb, dataset, split, stage=STAGE, image_size=image_size, cache=cache, progress=progress)
     return to_tokens(acts.x), input_name(bb, image_size)
 
@@ -50,13 +60,12 @@ def to_tokens(fmap: torch.Tensor) -> torch.Tensor:
 def head_inputs(dataset, train_ids: np.ndarray, backbone_spec: str, image_size: int, cache: TensorCache | None,
                 progress: bool):
     """Inputs (genba.movit.run.Inputs) of the head setting: tokens of the fraction and of the test split."""
-    from genba.backbones import load_backbone
     from genba.movit.run import Inputs
 
     train_tokens, name = head_tokens(dataset, "train", backbone_spec, image_size, cache, progress)
     test_tokens, _ = head_tokens(dataset, "test", backbone_spec, image_size, cache, progress)
     rows = np.searchsorted(dataset.splits["train"], train_ids)  # splits are sorted; fraction ids are a subset
-    bb = load_backbone(backbone_spec)
+    bb = backbone(backbone_spec)
     return Inputs(train_tokens[torch.as_tensor(rows)], test_tokens, name,
                   dict(stem="tokens", token_dim=int(train_tokens.shape[2]), num_tokens=int(train_tokens.shape[1])),
                   {backbone_spec: bb.licence})
