@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--ablation-set", default="fashion-mnist")
     parser.add_argument("--ablation-fractions", type=float, nargs="*", default=[0.03, 0.1])
     parser.add_argument("--cost-set", default="fashion-mnist")
-    parser.add_argument("--cost-capacity", type=int, default=65536)
+    parser.add_argument("--cost-capacity", type=int, default=32768)
     parser.add_argument("--out", default="movit")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from <out>_runs.jsonl")
     args = parser.parse_args()

@@ -110,3 +110,13 @@ def test_fractions_are_nested_and_stratified():
     assert len(fraction_indices(labels, train, 1.0, seed=0)) == 170
     with pytest.raises(GenbaError, match="class '2'"):
         fraction_indices(labels, train, 0.02, seed=0)  # 0.4 of class 2's 20 images rounds to 0
+
+
+def test_validation_split_carved_from_the_fraction_picks_the_epoch(trained, tmp_path):
+    root, _, cache = trained
+    out = tmp_path / "val"
+    assert main(["movit", "train", "--dataset", f"folder:{root}", "--fraction", "1", "--val-per-class", "1",
+                 "--no-memory", "--out", str(out), "--cache-dir", str(cache), *TINY]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["n_val"] == 3 and result["best_epoch"] is not None and result["inference"] == "no memory"
+    assert result["hyperparameters"]["best_epoch"]["chosen"].startswith("on a validation split carved from the training fraction")

@@ -33,7 +33,8 @@ def test_retrieval_is_topk_cosine_of_the_mean_query_and_skips_own_and_empty_slot
     # in training, image 100 (slot 0) may not retrieve its own slot: next best are 2 then 1
     idx, _ = mem.retrieve(q, exclude=torch.tensor([100]))
     assert idx[0, 0].tolist() == [2, 1]
-    k, v = mem.gather(idx)
+    k, v, weight = mem.gather(idx)
+    assert weight is None  # slots enter the softmax unweighted
     assert torch.equal(k[0, 0, 0], torch.tensor([0.8, 0.6])) and torch.equal(v[0, 0, 0], torch.tensor([20.0, 0.0]))
     # fewer allowed entries than k: the padding is flagged
     small = _memory(capacity=3, topk=2)
@@ -107,8 +108,15 @@ def test_prototypes_are_kmeans_cluster_means_and_know_their_training_images():
     assert torch.allclose(mem.proto_keys[0, p_right], torch.tensor([2.9 / 3, 0.0]), atol=1e-6)
     assert torch.allclose(mem.proto_values[0, p_right], torch.tensor([1.0, 0.0]))  # mean of values 0, 1, 2
     mem.use_prototypes = True  # retrieval now runs over the 2 prototypes
+    mem.count_weight = True  # the optional size weighting of prototypes
     idx, ok = mem.retrieve(_kv([[[0.0, 1.0]]]))
     assert int(idx[0, 0, 0]) == 1 - p_right and ok.all()
+    _, _, weight = mem.gather(idx)
+    assert torch.allclose(weight, torch.tensor(math.log(1)))  # log(min(n_p = 3, k = 1))
+    mem.topk = 2
+    idx, _ = mem.retrieve(_kv([[[0.0, 1.0]]]))
+    assert torch.allclose(mem.gather(idx)[2], torch.tensor(math.log(2)))  # log(min(3, 2)) for both prototypes
+    assert mem.proto_count[0].tolist() == [3, 3]
     assert kmeans_assign(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 2.0], [3.0, 0.0]]), 3).tolist() == [1, 0]
     with pytest.raises(GenbaError, match="empty"):
         _memory().summarise()
@@ -142,15 +150,20 @@ def test_model_writes_memory_only_in_training_and_prototypes_make_inference_inde
         model(x)
 
 
-def test_cls_write_mode_keeps_one_slot_per_image(one_thread):
+def test_image_write_mode_keeps_one_mean_snapshot_per_image(one_thread):
     torch.manual_seed(0)
-    cfg = MoViTConfig(num_classes=3, image_size=8, patch=4, channels=1, dim=8, depth=1, heads=2,
-                      mem=MemoryConfig(capacity=8, topk=2, prototypes=2, write="cls", alpha=0.5))
+    cfg = MoViTConfig(num_classes=3, image_size=8, patch=4, channels=1, dim=8, depth=1, heads=2, dropout=0.0,
+                      mem=MemoryConfig(capacity=8, topk=2, prototypes=2, write="image", alpha=1.0))
     model = MoViT(cfg).train()
     x = torch.randint(0, 255, (3, 1, 8, 8), dtype=torch.uint8)
     model(x, ids=torch.tensor([4, 5, 6]))
-    model(x, ids=torch.tensor([4, 5, 6]))  # second epoch: the same three slots, updated by EMA
+    model(x, ids=torch.tensor([4, 5, 6]))  # second epoch: the same three slots (overwritten, alpha = 1)
     mem = model.memories[0]
     assert mem.filled == 3 and sorted(mem.source[:3].tolist()) == [4, 5, 6] and set(mem.token[:3].tolist()) == {0}
+    attn = model.blocks[0].attn
+    h = model.blocks[0].norm1(torch.cat([model.cls.expand(3, -1, -1), model.tokens(x)], 1) + model.pos)
+    k = attn.qkv(h).view(3, 5, 3, 2, 4)[:, :, 1]  # (B, T, H, d) keys
+    slot = int((mem.source == 4).nonzero())
+    assert torch.allclose(mem.keys[:, slot], k[0].mean(0), atol=1e-5)  # mean over the image's 5 tokens
     with pytest.raises(GenbaError, match="mem.write"):
         MoViTConfig(mem=MemoryConfig(write="patches"))

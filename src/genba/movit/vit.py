@@ -9,7 +9,11 @@
 With `memory=False` the same network runs plain attention (the memory-free baseline has the
 identical architecture and parameter count minus the per-head memory offsets).
 Memory writes happen inside MemoryAttention.forward under torch.no_grad, in training mode only,
-after the layer's read (so the engine's `fit` needs no memory callback; see memory.py).
+after the layer's read (so the engine's `fit` needs no memory callback; see memory.py). b_h, a
+learned per-head offset on the memory logits (init `mem.bias_init`), lets a head weigh memory
+against its own tokens (interpretation: Memorizing Transformers' learned gate, folded into the one
+softmax). Known limit: under torchrun each process writes the entries of its own shard, so the
+memories of the processes are not synchronised (single-process training is exact).
 Source: Dosovitskiy et al. 2021 (ViT); MoViT (arXiv 2303.15553) for the memory (interpretation
 documented in memory.py).
 """
@@ -39,10 +43,13 @@ class MemoryConfig:
     """Lloyd iterations of the prototype k-means."""
     layers: str = "all"
     """Which layers have a memory: 'all', 'last', or comma-separated 0-based indices."""
-    write: str = "cls"
-    """Which tokens of a training image are written: 'cls' (one snapshot per image and layer, the
-    default: picked over 'all' during development on train images outside the fraction, never on
-    test) or 'all' (cls + every patch token, as in Memorizing Transformers)."""
+    write: str = "image"
+    """What a training image writes: 'image' (one snapshot per image and layer: the mean over its
+    tokens of k and v, matching the mean-query retrieval; default, picked over 'all' during
+    development on train images outside the fraction, never on test), or 'all' (cls + every
+    patch token, as in Memorizing Transformers)."""
+    count_weight: bool = False
+    """True: prototypes enter the softmax with log(min(members, k)) (memory.py); default unweighted."""
     bias_init: float = 0.0
     """Initial value of the learned per-head offset b_h of the memory logits."""
 
@@ -74,8 +81,8 @@ class MoViTConfig:
             raise GenbaError(f"stem must be 'patch' or 'tokens', got {self.stem!r}")
         if self.stem == "patch" and self.image_size % self.patch:
             raise GenbaError(f"image_size {self.image_size} is not a multiple of the patch size {self.patch}")
-        if self.mem.write not in ("all", "cls"):
-            raise GenbaError(f"mem.write must be 'all' or 'cls', got {self.mem.write!r}")
+        if self.mem.write not in ("all", "image"):
+            raise GenbaError(f"mem.write must be 'all' or 'image', got {self.mem.write!r}")
         if self.dim % self.heads:
             raise GenbaError(f"dim {self.dim} is not divisible by heads {self.heads}")
 
@@ -107,7 +114,7 @@ class MemoryAttention(nn.Module):
     """Multi-head self-attention that also attends to its memory's retrieved entries."""
 
     def __init__(self, dim: int, heads: int, memory: AttentionMemory | None, dropout: float,
-                 write: str = "all", bias_init: float = 0.0):
+                 write: str = "image", bias_init: float = 0.0):
         super().__init__()
         self.write = write
         self.heads, self.head_dim = heads, dim // heads
@@ -125,13 +132,13 @@ class MemoryAttention(nn.Module):
             out = attend(q, k, v)
         else:
             idx, ok = mem.retrieve(q, exclude=ids if self.training else None)
-            mk, mv = mem.gather(idx)
-            out = attend(q, k, v, mk, mv, ok, self.mem_bias)
+            mk, mv, weight = mem.gather(idx)
+            out = attend(q, k, v, mk, mv, ok, self.mem_bias, weight)
         if mem is not None and self.training:
             if ids is None:
                 raise GenbaError("training with a memory needs the image ids of the batch")
-            if self.write == "cls":
-                mem.write(k[:, :, :1], v[:, :, :1], ids)
+            if self.write == "image":
+                mem.write(k.mean(2, keepdim=True), v.mean(2, keepdim=True), ids)
             else:
                 mem.write(k, v, ids)
         return self.drop(self.proj(out.transpose(1, 2).reshape(B, T, D)))
@@ -167,7 +174,8 @@ class MoViT(nn.Module):
         with_memory = set(cfg.memory_layers())
         m = cfg.mem
         self.blocks = nn.ModuleList(
-            Block(cfg, AttentionMemory(cfg.heads, cfg.dim // cfg.heads, m.capacity, m.topk, m.alpha, m.prototypes)
+            Block(cfg, AttentionMemory(cfg.heads, cfg.dim // cfg.heads, m.capacity, m.topk, m.alpha, m.prototypes,
+                                  m.count_weight)
                   if i in with_memory else None)
             for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
