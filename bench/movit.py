@@ -36,8 +36,8 @@ from genba.movit.data import default_image_size, fraction_indices, is_gray, load
 from genba.movit.run import Inputs, RunSpec, run_movit  # noqa: E402
 
 FRACTIONS = [0.01, 0.03, 0.1, 0.3, 1.0]
-ABLATIONS = {"EMA off (alpha=1)": {"mem.alpha": 1.0}, "memory 512": {"mem.capacity": 512},
-             "memory 8192": {"mem.capacity": 8192}, "top-k 4": {"mem.topk": 4}, "top-k 64": {"mem.topk": 64}}
+ABLATIONS = {"EMA off (alpha=1)": {"mem.alpha": 1.0}, "memory 32": {"mem.capacity": 32},
+             "memory 128": {"mem.capacity": 128}, "top-k 4": {"mem.topk": 4}, "top-k 64": {"mem.topk": 64}}
 HEAD_MODEL = {"model.depth": 2}
 
 
