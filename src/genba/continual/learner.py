@@ -34,17 +34,21 @@ SCALE = 100.0  # CLIP's logit scale (genba.zeroshot.LOGIT_SCALE)
 
 
 class ResidualAdapter(nn.Module):
-    """v (B, Dv) -> (B, D); linear, or Linear-ReLU-Linear when hidden > 0; output layer zero."""
+    """v (B, Dv) -> (B, D); linear, or Linear-ReLU-Linear when hidden > 0; output layer zero.
+
+    The bottleneck reads sqrt(Dv) * v (unit-variance entries for a unit v), so that its hidden
+    units are O(1) and it learns at the pace of the linear adapter under AdamW."""
 
     def __init__(self, dim_in: int, dim_out: int, hidden: int = 0) -> None:
         super().__init__()
+        self.gain = float(dim_in) ** 0.5 if hidden > 0 else 1.0
         self.body = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU()) if hidden > 0 else nn.Identity()
         self.out = nn.Linear(hidden if hidden > 0 else dim_in, dim_out)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, v: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        return self.out(self.body(v))
+        return self.out(self.body(v * self.gain))
 
 
 class TaskRouter(nn.Module):
