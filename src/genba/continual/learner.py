@@ -117,7 +117,8 @@ class MixtureAdapters(nn.Module):
     """MoE-Adapters (Yu et al., CVPR 2024) on features: experts E_e (bottleneck adapters, output
     zero-initialised) shared by all tasks, one learned gate per task g_t(v) = softmax over the
     top-k of W_t v; delta(v) = sum_e g_t(v)_e E_e(v). After each task the `freeze` experts its
-    gate used most are frozen (the paper's activate-freeze). Task choice: id when known,
+    gate used most are frozen (the paper's activate-freeze); a new gate's bias starts at -1 on
+    frozen experts so that each task first trains experts of its own. Task choice: id when known,
     else the TaskRouter (unseen domain -> zero-shot path, their DDAS rule)."""
 
     def __init__(self, dim_in: int, dim_out: int, experts: int = 4, hidden: int = 64, top_k: int = 2,
@@ -133,7 +134,10 @@ class MixtureAdapters(nn.Module):
             g.requires_grad_(False)
         gate = nn.Linear(self.router.centroids.shape[1], len(self.experts))
         nn.init.zeros_(gate.weight)
-        nn.init.zeros_(gate.bias)
+        with torch.no_grad():  # a new gate starts on the experts still trainable (frozen ones: -1)
+            gate.bias.copy_(torch.tensor([0.0 if any(p.requires_grad for p in e.parameters()) else -1.0
+                                          for e in self.experts]))
+            gate.bias.add_(torch.arange(len(self.experts)) * -1e-3)  # break ties in expert order
         self.gates.append(gate)
 
     def weights(self, v: torch.Tensor, t: int) -> torch.Tensor:

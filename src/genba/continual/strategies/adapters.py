@@ -60,14 +60,14 @@ class PerTaskAdapters(Strategy):
 
 @dataclass
 class MoEAdaptersConfig:
-    experts: int = 4
-    """Experts in the shared pool."""
+    experts: int = 8
+    """Experts in the shared pool (MoE-Adapters: 22 for 11 tasks, i.e. 2 per task)."""
     hidden: int = 64
     """Bottleneck width of each expert."""
     top_k: int = 2
     """Experts mixed per image (MoE-Adapters: 2)."""
-    freeze: int = 1
-    """Experts frozen after each task (the most used ones)."""
+    freeze: int = 2
+    """Experts frozen after each task (the most used ones; = top_k so a task's experts are kept)."""
     quantile: float = 0.05
     """Router threshold quantile (as task-adapters)."""
 
