@@ -7,7 +7,8 @@ z is the encoder's joint image embedding (conse: 384-d, unit), v its visual feat
 1280-d), c a fixed centre (the mean visual feature of reference images from outside the
 stream), t_k the template-averaged text embedding of class k (genba.zeroshot). `delta` is a
 residual adapter whose output layer starts at zero, so the untrained learner IS the zero-shot
-model (logits equal to the last bit). This is the CLIP-Adapter / Tip-Adapter-F family's residual
+model (logits equal to the last bit: e is computed as z + normalize(z + delta) - normalize(z),
+which is z exactly when delta = 0 and normalize(z + delta) up to float rounding otherwise). This is the CLIP-Adapter / Tip-Adapter-F family's residual
 form (Gao et al. 2021) applied before the cosine, as in ZSCL's image-side fine-tuning.
 
 Adapters (the `delta` module):
@@ -202,7 +203,9 @@ class Learner(Objective):
         super().__init__()
         if text.dim() != 2 or centre.dim() != 1:
             raise GenbaError("the learner needs (C, D) class texts and a (Dv,) visual centre")
-        self.register_buffer("text", F.normalize(text.float(), dim=1))
+        if not torch.allclose(text.float().norm(dim=1), torch.ones(text.shape[0]), atol=1e-4):
+            raise GenbaError("class text embeddings must be unit rows (genba.zeroshot.text_classifier)")
+        self.register_buffer("text", text.float())
         self.register_buffer("centre", centre.float())
         self.scale = scale
         self.dim_visual, self.dim = centre.shape[0], text.shape[1]
@@ -223,7 +226,9 @@ class Learner(Objective):
         task = batch.get("task")
         if task is None:
             task = torch.full((v.shape[0],), -1, dtype=torch.long)
-        return F.normalize(batch["z"].float() + self.delta(v, task), dim=-1)
+        z = batch["z"].float()
+        # normalize(z + delta), written so that delta == 0 gives z bit for bit (z is unit already):
+        return z + (F.normalize(z + self.delta(v, task), dim=-1) - F.normalize(z, dim=-1))
 
     def scores(self, batch: dict, classes: torch.Tensor) -> torch.Tensor:
         """(B, len(classes)) logits over the given global classes."""

@@ -116,7 +116,7 @@ def drift(learner: Learner, probe: tuple[dict, torch.Tensor]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------- the run
-def make_learner(stream: Stream, reference: Reference, hidden: int) -> Learner:
+def make_learner(stream: Stream, reference: Reference, hidden: int = 0) -> Learner:
     learner = Learner(stream.text, reference.centre, hidden=hidden)
     n = reference.visual.shape[0]
     learner.reference = {"x": reference.visual, "z": reference.joint, "task": torch.full((n,), -1, dtype=torch.long)}

@@ -13,6 +13,7 @@ with the prompt "a photo of a {}." by the encoder's text tower (cached).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -28,25 +29,29 @@ from genba.zeroshot import cached_text_classifier
 REFERENCE_SEED = 1234
 
 
+@lru_cache(maxsize=1)
+def _sample_images() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_sample_images
+
+    return tuple(load_sample_images().images)
+
+
 @dataclass(frozen=True)
 class CropLoader:
     boxes: np.ndarray  # (N, 5): image, left, top, side, flip
 
     def __call__(self, i: int) -> Image.Image:
-        from sklearn.datasets import load_sample_images
-
         k, x, y, s, flip = (int(v) for v in self.boxes[i])
-        image = Image.fromarray(load_sample_images().images[k]).crop((x, y, x + s, y + s))
+        image = Image.fromarray(_sample_images()[k]).crop((x, y, x + s, y + s))
         return image.transpose(Image.FLIP_LEFT_RIGHT) if flip else image
 
 
 def reference_dataset(crops: int = 256) -> Dataset:
     """`crops` seeded crops of scikit-learn's sample photographs as an unlabelled dataset."""
     try:
-        from sklearn.datasets import load_sample_images
+        shapes = [im.shape for im in _sample_images()]
     except ImportError as error:  # pragma: no cover - scikit-learn is a genba dependency
         raise GenbaError("reference images need scikit-learn: pip install scikit-learn") from error
-    shapes = [im.shape for im in load_sample_images().images]
     rng = np.random.default_rng(REFERENCE_SEED)
     boxes = []
     for _ in range(crops):
