@@ -65,6 +65,10 @@ class Method:
     needs_support: ClassVar[bool] = False
     test_time: ClassVar[bool] = False
     uses_cache: ClassVar[bool] = True  # False: cache features are accepted and ignored
+    selection_grid: ClassVar[dict[str, list]] = {}
+    """Hyperparameter grid scored on the validation split (`--select val`), fixed before any result."""
+    shown_hyperparameters: ClassVar[tuple[str, ...]] = ()
+    """The hyperparameters result tables print for this method."""
 
     def __init__(self, config=None) -> None:
         self.config = self.config_cls() if config is None else config

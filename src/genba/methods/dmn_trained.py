@@ -73,6 +73,7 @@ class DMNTrained(DMNTrainingFree):
     """dmn-tf plus zero-initialised biases trained with cross-entropy on the support set."""
 
     config_cls = DMNConfig
+    selection_grid = {"b_dyn": [0.0, 1.0], "b_static": [3.0, 30.0]}  # each point trains: a smaller grid
 
     def _fit(self, sj, sc, y, val) -> None:
         self.biases, self._static_kv, self._dynamic_kv = None, None, None
