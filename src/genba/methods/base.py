@@ -125,6 +125,26 @@ class Method:
         """Return test-time memories to their state right after `fit` (no-op for other methods)."""
         self.space = self._fit_space
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned tensors of a fitted method (trained cache keys, trained biases), so that a
+        fit can be saved in safetensors and restored without retraining; {} for methods that learn
+        nothing beyond their memories (the store persists those)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what state_dict() returned, onto a method fitted on the same support."""
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise GenbaError(f"{self.name} state has keys {sorted(state)}, expected {sorted(expected)}")
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise GenbaError(f"{self.name} state {key!r} has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(expected[key].shape)}: was it fitted on another support set?")
+        self._load_state(state)
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Subclasses that learn tensors apply them here."""
+
     def hyperparameters(self) -> dict:
         """The configuration as a plain dict (for result files)."""
         return asdict(self.config)
