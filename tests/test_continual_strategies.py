@@ -13,7 +13,7 @@ from genba.continual.strategies.regularizers import QuadraticPenalty, diagonal_f
 from genba.errors import GenbaError
 from genba.train import TensorData, TrainConfig
 
-FAST = TrainConfig(lr=1e-2, epochs=2, batch_size=16)
+FAST = TrainConfig(lr=1e-2, epochs=1, batch_size=32)
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_every_method_runs_the_protocol_and_zero_shot_row_is_shared():
 
 def test_finetune_forgets_and_task_adapters_do_not():
     stream, reference = make_stream(), make_reference()
-    train = TrainConfig(lr=3e-2, epochs=6, batch_size=8)
+    train = TrainConfig(lr=3e-2, epochs=3, batch_size=16)
     ft = run_continual(stream, reference, ContinualSpec(method="finetune", train=train))["settings"]["mtil"]["metrics"]
     ta = run_continual(stream, reference, ContinualSpec(method="task-adapters", train=train))["settings"]["mtil"]
     assert ta["metrics"]["bwt"] == 0.0 and ta["metrics"]["forgetting"] == 0.0
@@ -123,11 +123,14 @@ def test_replay_mixes_buffer_rows_of_earlier_tasks_only(setup, tmp_path):
     second = TensorData(**stream.tasks[1].batch(stream.tasks[1].train, 1))
     mixed = replay.task_data(second, 1)
     assert len(mixed) == len(second) + 10
-    # a restarted run reads the buffer back and does not admit task 0 twice
+    replay.end_task(learner, second, 1)
+    # a restarted run reads the buffer back, and resuming task 1 rewinds it to its state after task 0
     again = make_strategy("replay", buffer_size=10, path=str(tmp_path / "buf.safetensors"))
-    again.end_task(learner, data, 0)
-    assert again.buffer.seen == replay.buffer.seen
-    assert torch.equal(again.buffer.rows["x"], replay.buffer.rows["x"])
+    assert again.buffer.tasks_done == 2 and torch.equal(again.buffer.rows["x"], replay.buffer.rows["x"])
+    assert torch.equal(again.task_data(second, 1).take(torch.arange(len(mixed)))["x"],
+                       mixed.take(torch.arange(len(mixed)))["x"])
+    again.end_task(learner, second, 1)
+    assert again.buffer.seen == replay.buffer.seen and torch.equal(again.buffer.rows["x"], replay.buffer.rows["x"])
 
 
 def test_memory_grows_by_shots_per_class(setup):
@@ -155,7 +158,7 @@ def test_joint_restarts_from_the_initial_model_on_all_tasks_so_far(setup):
 
 
 def test_unknown_method_and_hyperparameter():
-    with pytest.raises(GenbaError, match="unknown continual method 'nope'.*replay"):
+    with pytest.raises(GenbaError, match="unknown continual method 'nope'; choose one of: .*replay"):
         make_strategy("nope")
     with pytest.raises(GenbaError, match="unknown hyperparameter.*buffer_sz.*valid: buffer_size"):
         make_strategy("replay", buffer_sz=3)

@@ -45,10 +45,24 @@ def register_cli(commands, common) -> None:
     p.set_defaults(run=cmd_continual)
 
 
-def _split_sets(pairs: list[str]):
-    from genba.cli import _parse_overrides
+def parse_sets(pairs: list[str]) -> dict:
+    """['buffer_size=200', 'train.lr=1e-3', 'policy=herding'] -> typed values; strings stay strings."""
+    from genba.errors import GenbaError
 
-    values = _parse_overrides(pairs)
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise GenbaError(f"--set takes key=value, got '{pair}'")
+        try:
+            values[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            values[key] = value
+    return values
+
+
+def _split_sets(pairs: list[str]):
+    values = parse_sets(pairs)
     train = {k[len("train."):]: v for k, v in values.items() if k.startswith("train.")}
     method = {k: v for k, v in values.items() if not k.startswith("train.")}
     return method, train
@@ -65,7 +79,7 @@ def default_control(stream_datasets: set[str]) -> str | None:
 
 def prepare(args):
     """Everything checked and loaded before training: (stream, reference, spec, out)."""
-    from genba.cli import _cache
+    from genba.cache import TensorCache
     from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec
     from genba.continual.reference import load_reference
     from genba.continual.stream import TaskSpec, build_stream, parse_stream
@@ -96,7 +110,7 @@ def prepare(args):
     if args.resume and args.out is None:
         raise GenbaError("--resume needs --out (the directory of the run to continue)")
     encoder = load_encoder(args.encoder)
-    cache = _cache(args)
+    cache = None if args.no_cache else TensorCache(args.cache_dir)
     stream = build_stream(specs, encoder, cache, seed=args.seed, control=None if control is None else control[0],
                           val_per_class=args.val_per_class, max_train_per_class=args.max_train_per_class,
                           max_test_per_class=args.max_test_per_class, progress=not args.quiet, datasets=datasets)

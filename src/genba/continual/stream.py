@@ -131,11 +131,6 @@ class Stream:
         return torch.cat([t.text for t in self.tasks])
 
 
-def _rows_of(features: Features, dataset_indices: np.ndarray) -> torch.Tensor:
-    pos = {int(i): r for r, i in enumerate(features.indices.tolist())}
-    return torch.as_tensor([pos[int(i)] for i in dataset_indices], dtype=torch.long)
-
-
 def _cap(labels: np.ndarray, indices: np.ndarray, cap: int | None, seed: int, stream: int) -> np.ndarray:
     if not cap:
         return indices
@@ -183,7 +178,7 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
         feats[split] = f
 
     def part(split: str, idx: np.ndarray) -> Features:
-        f = feats[split].subset(_rows_of(feats[split], idx))
+        f = feats[split].subset(feats[split].rows_of(idx))
         return Features(f.image, f.visual, torch.as_tensor(local[f.labels.numpy()]), f.indices)
 
     return Task(spec.name, [dataset.classnames[c] for c in classes], offset, text_all[classes].float(),

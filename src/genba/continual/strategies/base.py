@@ -20,6 +20,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 
 from genba.errors import GenbaError
+from genba.registry import Registry
 from genba.train import Callback, TensorData, TrainData
 
 
@@ -73,27 +74,20 @@ class Strategy:
 
 
 # ---------------------------------------------------------------------- registry
-STRATEGIES: dict[str, type[Strategy]] = {}
+STRATEGIES = Registry("continual method")
 
 
-def register_strategy(name: str):
-    def wrap(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        STRATEGIES[name] = cls
-        return cls
-
-    return wrap
+def register_strategy(name: str, summary: str = ""):
+    return STRATEGIES.register(name, summary)
 
 
 def strategy_names() -> list[str]:
-    return sorted(STRATEGIES)
+    return STRATEGIES.names()
 
 
 def make_config(name: str, hp: dict):
     """The hyperparameter dataclass of strategy `name` with `hp` applied (unknown keys refused)."""
-    if name not in STRATEGIES:
-        raise GenbaError(f"unknown continual method '{name}': choose one of {', '.join(strategy_names())}")
-    cls = STRATEGIES[name].config_cls
+    cls = STRATEGIES.get(name).config_cls  # unknown name -> GenbaError listing the valid ones
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(hp) - set(valid))
     if unknown:
@@ -108,7 +102,7 @@ def make_config(name: str, hp: dict):
 def make_strategy(name: str, **hp) -> Strategy:
     """A strategy by name with hyperparameters `hp` (GenbaError on an unknown name or key)."""
     config = make_config(name, hp)
-    return STRATEGIES[name](config)
+    return STRATEGIES.get(name)(config)
 
 
 # ---------------------------------------------------------------------- data helpers

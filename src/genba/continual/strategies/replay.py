@@ -3,8 +3,9 @@
 Task t trains on its own rows plus every buffer row (the buffer holds rows of tasks < t):
 the "ER" of Chaudhry et al. 2019 with the buffer concatenated to the task data (rather than
 one replay batch per step), and iCaRL's herding as the class-balanced alternative. After a
-task its rows enter the buffer, which is then written to `path` (if set) atomically, and read
-back from there on a restart.
+task its rows enter the buffer, which is then written to `path` (if set) atomically, together
+with a snapshot `<path>.after-<t>` per task; a restarted run reads back the latest buffer, and
+rewinds to the snapshot of the task it resumes, so a resumed stream sees the same rows.
 """
 
 from __future__ import annotations
@@ -48,21 +49,31 @@ class Replay(Strategy):
         if cfg.path and Path(cfg.path).exists():
             self.buffer = ReplayBuffer.load(cfg.path)
 
+    def snapshot_path(self, tasks_done: int) -> Path:
+        """The buffer as it was after `tasks_done` tasks (kept so that any task can be resumed)."""
+        path = Path(self.config.path)
+        return path.with_name(f"{path.stem}.after-{tasks_done}{path.suffix}")
+
+    def _rewind(self, task_index: int) -> None:
+        """On a restart, the buffer as it was when task `task_index` began."""
+        if self.buffer.tasks_done == task_index or not self.config.path:
+            return
+        cfg = self.config
+        if task_index == 0:
+            self.buffer = ReplayBuffer(int(cfg.buffer_size), cfg.policy, cfg.seed)
+        else:
+            self.buffer = ReplayBuffer.load(self.snapshot_path(task_index))
+
     def task_data(self, data: TrainData, task_index: int) -> TrainData:
+        self._rewind(task_index)
         if len(self.buffer) == 0:
             return data
         rows = all_rows(data)
         old = self.buffer.batch(rows.keys())
-        if "task" in self.buffer.rows:  # on a restart the persisted buffer may hold later tasks
-            keep = self.buffer.rows["task"] < task_index
-            old = {k: v[keep] for k, v in old.items()}
-        if len(old["y"]) == 0:
-            return data
         return concat_data(rows, old)
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
-        if task_index < self.buffer.tasks_done:  # restarted run: the persisted buffer has these rows
-            return
+        self._rewind(task_index)
         rows = all_rows(data)
         text = getattr(objective, "text", None)
         if text is not None:
@@ -70,6 +81,7 @@ class Replay(Strategy):
         self.buffer.add(rows)
         self.buffer.tasks_done = task_index + 1
         if self.config.path:
+            self.buffer.save(self.snapshot_path(task_index + 1))
             self.buffer.save(self.config.path)
 
     def extra_bytes(self) -> int:
