@@ -52,11 +52,11 @@ def test_every_method_runs_the_protocol_and_zero_shot_row_is_shared():
 
 def test_finetune_forgets_and_task_adapters_do_not():
     stream, reference = make_stream(), make_reference()
-    train = TrainConfig(lr=3e-2, epochs=3, batch_size=16)
-    ft = run_continual(stream, reference, ContinualSpec(method="finetune", train=train))["settings"]["mtil"]["metrics"]
-    ta = run_continual(stream, reference, ContinualSpec(method="task-adapters", train=train))["settings"]["mtil"]
-    assert ta["metrics"]["bwt"] == 0.0 and ta["metrics"]["forgetting"] == 0.0
-    assert ft["forgetting"] >= ta["metrics"]["forgetting"]
+    train = TrainConfig(lr=3e-2, epochs=5, batch_size=16)
+    ft = run_continual(stream, reference, ContinualSpec(method="finetune", settings=("xtail",), train=train))
+    ta = run_continual(stream, reference, ContinualSpec(method="task-adapters", settings=("mtil",), train=train))
+    assert ft["settings"]["xtail"]["metrics"]["forgetting"] > 0  # the metric sees the failure mode
+    assert ta["settings"]["mtil"]["metrics"]["bwt"] == 0.0 and ta["settings"]["mtil"]["metrics"]["forgetting"] == 0.0
 
 
 def test_quadratic_penalty_and_l2_anchor(setup):
