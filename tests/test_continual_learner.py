@@ -82,3 +82,12 @@ def test_evaluate_mtil_and_xtail_label_spaces():
     mtil, xtail = evaluate(learner, stream, "mtil"), evaluate(learner, stream, "xtail")
     assert len(mtil) == len(xtail) == 3
     assert all(x <= m + 1e-9 for m, x in zip(mtil, xtail))  # a larger label space can only lose here
+
+
+def test_routed_images_predict_among_their_task_classes_only():
+    router = TaskRouter(2, quantile=0.0)
+    v = torch.tensor([[1.0, 0.0], [0.98, 0.199]])
+    router.add_task(F.normalize(v, dim=1), torch.tensor([3, 4]), task=1)
+    mask = router.allowed(torch.tensor([1, -1]), torch.arange(6))
+    assert mask[0].tolist() == [False, False, False, True, True, False]
+    assert mask[1].all()  # the zero-shot path keeps the union label space

@@ -59,6 +59,8 @@ class TaskRouter(nn.Module):
     threshold tau_k = the `quantile` of cos(v_i, m_k) over its own training rows. A query v goes
     to task t_k* with k* = argmax_k (cos(v, m_k) - tau_k), or to the zero-shot path (-1) when
     that margin is negative: images unlike every seen task keep the frozen model's prediction.
+    An image routed to task t is classified among t's classes only (`allowed`; RAIL's
+    domain-wise fusion: a seen domain is answered by its own adapter in its own label space).
     Fixed in advance: quantile = 0.05 (nothing tuned on test or future tasks).
     """
 
@@ -68,11 +70,13 @@ class TaskRouter(nn.Module):
         self.register_buffer("centroids", torch.zeros(0, dim))
         self.register_buffer("thresholds", torch.zeros(0))
         self.register_buffer("owner", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("classes", torch.zeros(0, dtype=torch.long))
 
     def add_task(self, v: torch.Tensor, y: torch.Tensor, task: int) -> None:
-        """Add the classes of task `task` from its unit visual training rows v (N, Dv), labels y."""
+        """Add the classes of task `task` from its unit visual training rows v (N, Dv), global labels y."""
         cents, thr = [], []
-        for k in torch.unique(y).tolist():
+        labels = torch.unique(y)
+        for k in labels.tolist():
             rows = v[y == k]
             m = F.normalize(rows.mean(0), dim=0)
             cents.append(m)
@@ -80,6 +84,15 @@ class TaskRouter(nn.Module):
         self.centroids = torch.cat([self.centroids, torch.stack(cents)])
         self.thresholds = torch.cat([self.thresholds, torch.stack(thr)])
         self.owner = torch.cat([self.owner, torch.full((len(cents),), task, dtype=torch.long)])
+        self.classes = torch.cat([self.classes, labels])
+
+    def allowed(self, routed: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """(B, K) mask: a row routed to task t may predict only t's classes (RAIL's domain-wise
+        label space); rows on the zero-shot path (-1) keep every class."""
+        owner = torch.full((int(classes.max()) + 1,), -2, dtype=torch.long)
+        owner[self.classes[self.classes <= classes.max()]] = self.owner[self.classes <= classes.max()]
+        mask = owner[classes][None, :] == routed[:, None]  # (B, K)
+        return mask | (routed[:, None] < 0) | ~mask.any(dim=1, keepdim=True)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(B, Dv) unit -> (B,) task index, -1 for the zero-shot path."""
@@ -235,6 +248,11 @@ class Learner(Objective):
         out = self.scale * self.embed(batch) @ self.text[classes].T
         if self.cache is not None:
             out = out + self.cache(self.visual(batch))[:, classes]
+        router = getattr(self.delta, "router", None)
+        task = batch.get("task")
+        if router is not None and router.centroids.shape[0] and task is not None and bool((task < 0).any()):
+            routed = torch.where(task < 0, router(self.visual(batch)), torch.full_like(task, -1))
+            out = out.masked_fill(~router.allowed(routed, classes), float("-inf"))
         return out
 
     def logits(self, batch: dict) -> torch.Tensor:

@@ -6,9 +6,10 @@
 
 Global class indices follow the stream: task t's classes are offset_t .. offset_t + c_t - 1,
 so the classes known after task t are a prefix. Splits: each task's test split is the
-dataset's; validation (`val_per_class`) is carved from its train split with the seed
+dataset's, optionally capped at `max_test_per_class` (the same seeded subset for every seed);
+validation (`val_per_class`) is carved from its train split with the seed
 (genba.data.train_val_split), and training rows are the rest, optionally capped at
-`max_train_per_class` (seeded). The control task never enters the stream.
+`max_train_per_class` (with the seed). The control task never enters the stream.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from genba.encoders.base import Encoder
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
 from genba.zeroshot import cached_text_classifier
+
+
+TEST_CAP_SEED = 0  # the capped test subset is the same for every seed and method
 
 
 @dataclass(frozen=True)
@@ -164,7 +168,7 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
     local[classes] = np.arange(len(classes))
     in_task = lambda idx: idx[np.isin(labels[idx], classes)]  # noqa: E731
     train_idx = in_task(dataset.splits["train"])
-    test_idx = _cap(labels, in_task(dataset.splits["test"]), max_test_per_class, seed, 11)
+    test_idx = _cap(labels, in_task(dataset.splits["test"]), max_test_per_class, TEST_CAP_SEED, 11)
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise GenbaError(f"task '{spec.name}' has no train or no test images of its classes")
     pool, val_idx = train_val_split(dataset, train_idx, val_per_class=val_per_class, seed=seed)
