@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+pytest.importorskip("peft")
+
 from genba.continual.peft_lora import LoraCLIPLearner
 from genba.continual.strategies import make_strategy
 from genba.encoders import load_encoder
