@@ -36,6 +36,10 @@ def register_cli(commands, common) -> None:
     p.add_argument("--select", choices=("fixed", "first-task"), default="fixed",
                    help="fixed hyperparameters, or train.lr chosen on the FIRST task's validation split")
     p.add_argument("--hidden", type=int, default=0, help="adapter bottleneck width (0: linear adapter)")
+    p.add_argument("--trunk", default=None, metavar="BACKBONE:STAGE",
+                   help="also train the trunk's stages after STAGE from cached activations, e.g. "
+                        "efficientnet-lite0:block14 (the conse encoder's own network)")
+    p.add_argument("--trunk-size", type=int, default=224, help="input size of the trunk activations (default 224)")
     p.add_argument("--val-per-class", type=int, default=16, help="validation rows per class carved from train")
     p.add_argument("--max-train-per-class", type=int, default=None, help="cap training rows per class (seeded)")
     p.add_argument("--max-test-per-class", type=int, default=None, help="cap test rows per class (seeded)")
@@ -91,6 +95,17 @@ def prepare(args):
     spec = ContinualSpec(method=args.method, hyperparameters=method_hp, settings=(args.setting,), seed=args.seed,
                          train=DEFAULT_TRAIN.replace(**train_hp), hidden=args.hidden, select=args.select)
     spec.validate()  # unknown method / hyperparameter / setting: before any data is read
+    trunk = None
+    if args.trunk:
+        from genba.backbones import load_backbone
+
+        name, sep, stage = args.trunk.partition(":")
+        if not sep or not stage:
+            raise GenbaError(f"--trunk takes BACKBONE:STAGE (e.g. efficientnet-lite0:block14), got '{args.trunk}'")
+        backbone = load_backbone(name)
+        backbone.stage_index(stage, 0)  # unknown stage -> GenbaError listing the cut points
+        trunk = (backbone, stage, args.trunk_size)
+        spec.trunk = trunk
     datasets: dict = {}
 
     def num_classes(name: str) -> int:
@@ -113,8 +128,9 @@ def prepare(args):
     cache = None if args.no_cache else TensorCache(args.cache_dir)
     stream = build_stream(specs, encoder, cache, seed=args.seed, control=None if control is None else control[0],
                           val_per_class=args.val_per_class, max_train_per_class=args.max_train_per_class,
-                          max_test_per_class=args.max_test_per_class, progress=not args.quiet, datasets=datasets)
-    reference = load_reference(encoder, cache, progress=not args.quiet)
+                          max_test_per_class=args.max_test_per_class, progress=not args.quiet, datasets=datasets,
+                          trunk=trunk)
+    reference = load_reference(encoder, cache, progress=not args.quiet, trunk=trunk)
     return stream, reference, spec
 
 

@@ -55,6 +55,9 @@ class ContinualSpec:
     hidden: int = 0
     select: str = "fixed"
     probe_per_task: int = 100
+    trunk: tuple | None = None
+    """(backbone, stage, image_size): train the trunk's stages after `stage` too (variant b); the
+    stream must then be built with the same trunk."""
 
     def validate(self) -> None:
         make_config(self.method, self.hyperparameters)  # unknown method / hyperparameter -> GenbaError
@@ -116,8 +119,14 @@ def drift(learner: Learner, probe: tuple[dict, torch.Tensor]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------- the run
-def make_learner(stream: Stream, reference: Reference, hidden: int = 0) -> Learner:
-    learner = Learner(stream.text, reference.centre, hidden=hidden)
+def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: tuple | None = None) -> Learner:
+    """The zero-shot-initialised learner; with trunk = (backbone, stage, size) variant (b)."""
+    if trunk is not None:
+        from genba.continual.trunk import TrunkLearner
+
+        learner = TrunkLearner(stream.text, trunk[0], trunk[1], reference.visual, hidden=hidden)
+    else:
+        learner = Learner(stream.text, reference.centre, hidden=hidden)
     n = reference.visual.shape[0]
     learner.reference = {"x": reference.visual, "z": reference.joint, "task": torch.full((n,), -1, dtype=torch.long)}
     learner.reference_vocab = reference.vocab
@@ -132,7 +141,7 @@ def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tupl
     """train.lr from LR_GRID by the first task's validation accuracy (trained on the first task only)."""
     table = []
     for lr in LR_GRID:
-        learner = make_learner(stream, reference, spec.hidden)
+        learner = make_learner(stream, reference, spec.hidden, spec.trunk)
         strategy = make_strategy(spec.method, **spec.hyperparameters)
         first = stream.tasks[0]
         learner.set_known(first.num_classes)
@@ -164,7 +173,7 @@ def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, 
     if spec.select == "first-task" and strategy.trains:
         lr, selection = select_lr(stream, reference, spec)
         train, selected_on = train.replace(lr=lr), "first-task validation (train.lr)"
-    learner = make_learner(stream, reference, spec.hidden)
+    learner = make_learner(stream, reference, spec.hidden, spec.trunk)
     probes = {s: probe_set(stream, spec.probe_per_task, s) for s in spec.settings}
     matrices = {s: [evaluate(learner, stream, s)] for s in spec.settings}
     drifts = {s: [drift(learner, probes[s])] for s in spec.settings}

@@ -78,11 +78,19 @@ class Reference:
         return self.visual.mean(0)
 
 
-def load_reference(encoder: Encoder, cache: TensorCache | None, *, crops: int = 256, progress: bool = False) -> Reference:
+def load_reference(encoder: Encoder, cache: TensorCache | None, *, crops: int = 256, progress: bool = False,
+                   trunk: tuple | None = None) -> Reference:
+    """Reference features (or, with `trunk` = (backbone, stage, size), trunk activations as `visual`)."""
     from genba.encoders.conse import imagenet_classnames
 
-    features = extract_features(encoder, reference_dataset(crops), "train", cache=cache, progress=progress)
+    dataset = reference_dataset(crops)
+    features = extract_features(encoder, dataset, "train", cache=cache, progress=progress)
     if features.visual is None:
         raise GenbaError(f"encoder '{encoder.name}' gives no visual features: the continual learner needs them")
     vocab = cached_text_classifier(encoder, imagenet_classnames(), ["a photo of a {}."], cache)
-    return Reference(features.visual.float(), features.image.float(), vocab.float())
+    visual = features.visual.float()
+    if trunk is not None:
+        from genba.continual.stream import trunk_activations
+
+        visual = trunk_activations(trunk, dataset, "train", features.indices.numpy(), cache, progress).float()
+    return Reference(visual, features.image.float(), vocab.float())

@@ -115,7 +115,7 @@ class Task:
         return len(self.classnames)
 
     def batch(self, features: Features, task_id: int) -> dict[str, torch.Tensor]:
-        """A batch dict: x visual, z joint, y global class, task id (-1 = unknown)."""
+        """A batch dict: x visual (or trunk activations), z joint, y global class, task id (-1 = unknown)."""
         return {"x": features.visual.float(), "z": features.image.float(), "y": features.labels + self.offset,
                 "task": torch.full((len(features),), task_id, dtype=torch.long)}
 
@@ -154,7 +154,7 @@ def _check_finite(task: str, features: Features, split: str) -> None:
 
 def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | None, offset: int, *, seed: int,
                val_per_class: int, max_train_per_class: int | None, max_test_per_class: int | None,
-               progress: bool = False) -> Task:
+               progress: bool = False, trunk: tuple | None = None) -> Task:
     C = dataset.num_classes
     classes = list(spec.classes) if spec.classes is not None else list(range(C))
     bad = [c for c in classes if not 0 <= c < C]
@@ -183,7 +183,8 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
 
     def part(split: str, idx: np.ndarray) -> Features:
         f = feats[split].subset(feats[split].rows_of(idx))
-        return Features(f.image, f.visual, torch.as_tensor(local[f.labels.numpy()]), f.indices)
+        visual = f.visual if trunk is None else trunk_activations(trunk, dataset, split, idx, cache, progress)
+        return Features(f.image, visual, torch.as_tensor(local[f.labels.numpy()]), f.indices)
 
     return Task(spec.name, [dataset.classnames[c] for c in classes], offset, text_all[classes].float(),
                 part("train", pool), part("train", val_idx), part("test", test_idx))
@@ -191,8 +192,12 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
 
 def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | None, *, seed: int = 0,
                  control: TaskSpec | None = None, val_per_class: int = 16, max_train_per_class: int | None = None,
-                 max_test_per_class: int | None = None, progress: bool = False, datasets: dict | None = None) -> Stream:
-    """Load every task (and the control) and check the stream before anything is trained."""
+                 max_test_per_class: int | None = None, progress: bool = False, datasets: dict | None = None,
+                 trunk: tuple | None = None) -> Stream:
+    """Load every task (and the control) and check the stream before anything is trained.
+
+    trunk: (backbone, stage, image_size) for learner variant (b): each task's `visual` then holds
+    the backbone's cached activations after `stage` for exactly its rows (genba.backbones)."""
     datasets = dict(datasets or {})
 
     def dataset(name: str):
@@ -215,7 +220,7 @@ def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | N
             raise GenbaError(f"the control task '{control.name}' shares classes with the stream: "
                              "it must never enter the stream; choose another --control")
     kwargs = dict(seed=seed, val_per_class=val_per_class, max_train_per_class=max_train_per_class,
-                  max_test_per_class=max_test_per_class, progress=progress)
+                  max_test_per_class=max_test_per_class, progress=progress, trunk=trunk)
     tasks, offset = [], 0
     for spec in specs:
         task = build_task(spec, dataset(spec.dataset), encoder, cache, offset, **kwargs)
@@ -223,3 +228,16 @@ def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | N
         offset += task.num_classes
     ctrl = None if control is None else build_task(control, dataset(control.dataset), encoder, cache, 0, **kwargs)
     return Stream(tasks, ctrl)
+
+
+def trunk_activations(trunk: tuple, dataset, split: str, idx: np.ndarray, cache: TensorCache | None,
+                      progress: bool = False) -> torch.Tensor:
+    """Activations after the trunk's cut for dataset indices `idx` of `split`, in that order (only
+    those images are encoded, through a digest-named subset split)."""
+    from genba.backbones import extract_activations
+
+    backbone, stage, size = trunk
+    subset, name = dataset.with_subset_split(split, np.asarray(idx))
+    acts = extract_activations(backbone, subset, name, stage=stage, image_size=size, cache=cache, progress=progress)
+    position = {int(i): r for r, i in enumerate(acts.indices.tolist())}
+    return acts.x[torch.as_tensor([position[int(i)] for i in np.asarray(idx)], dtype=torch.long)]
