@@ -60,6 +60,14 @@ def test_cli_prints_the_matrix_and_writes_the_issue_json(folders, tmp_path, caps
                         "--out", str(out), "--resume", "--json", str(tmp_path / "again.json")], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "again.json").read_text())["accuracy_matrix"] == result["accuracy_matrix"]
+    # a run killed during the last task: its learner file and checkpoint are gone, resume retrains it
+    import shutil
+    shutil.rmtree(out / "task-1")
+    code, _, err = run(["--stream", f"folder:{colors},folder:{shapes}", "--method", "replay", "--setting", "xtail",
+                        "--control", f"folder:{control}", "--set", "buffer_size=4", "--set", "train.epochs=2",
+                        "--out", str(out), "--resume", "--json", str(tmp_path / "third.json")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "third.json").read_text())["accuracy_matrix"] == result["accuracy_matrix"]
 
 
 def test_class_incremental_split_and_first_task_selection(folders, capsys, one_thread):

@@ -8,6 +8,9 @@
    strategy.begin_task; fit(learner, strategy.task_data(rows_t), train, callbacks) with the
    task's validation split (carved from its train split) picking the best epoch;
    strategy.end_task; then every task's test split is evaluated (row t + 1).
+   With `out_dir`, each task's engine checkpoints live in out_dir/task-t and the learner after
+   the fit (and its callbacks) in out_dir/task-t/learner.safetensors; `resume=True` reloads
+   finished tasks, re-runs their end_task (deterministic), and resumes the interrupted fit.
 3. Settings. MTIL (Zheng et al. 2023): the task id is given; task i is classified among its
    own classes. X-TAIL (Xu et al., RAIL 2024): no task id; every test image is classified among
    the union of all classes of the stream, learned or not yet.
@@ -40,6 +43,7 @@ from genba.errors import GenbaError
 from genba.train import TensorData, TrainConfig, fit
 
 SETTINGS = ("mtil", "xtail")
+LEARNER_FILE = "learner.safetensors"
 SELECTIONS = ("fixed", "first-task")
 LR_GRID = (1e-4, 1e-3, 1e-2)
 DEFAULT_TRAIN = TrainConfig(lr=1e-3, epochs=5, batch_size=64, weight_decay=0.0, warmup=0.1, clip_norm=1.0)
@@ -119,6 +123,25 @@ def drift(learner: Learner, probe: tuple[dict, torch.Tensor]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------- the run
+def save_learner_state(path: Path, state: dict) -> None:
+    from safetensors.torch import save as save_bytes
+
+    from genba.cache import atomic_write_bytes
+
+    atomic_write_bytes(path, save_bytes({k: v.detach().contiguous().clone() for k, v in state.items()}))
+
+
+def load_learner_state(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise GenbaError(f"{path} cannot be read ({error}); delete it to retrain that task") from error
+
+
+
 def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: tuple | None = None) -> Learner:
     """The zero-shot-initialised learner; with trunk = (backbone, stage, size) variant (b)."""
     if trunk is not None:
@@ -187,11 +210,19 @@ def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, 
         data = _task_rows(task, t)
         if strategy.trains:
             trainable = max(trainable, learner.trainable_parameters())
-            result = fit(learner, strategy.task_data(data, t), train, callbacks=strategy.callbacks(learner),
-                         checkpoint_dir=None if out is None else out / f"task-{t}", resume=resume,
-                         progress=progress, desc=f"{spec.method} {task.name}")
-            fits.append({"task": task.name, "epochs": result.epochs, "best_epoch": result.best_epoch,
-                         "val_top1": None if result.best_score is None else 100.0 * result.best_score})
+            mixed = strategy.task_data(data, t)
+            done = None if out is None else out / f"task-{t}" / LEARNER_FILE
+            if resume and done is not None and done.exists():  # this task finished before the restart
+                learner.load_state_dict(load_learner_state(done))
+                fits.append({"task": task.name, "resumed": True})
+            else:
+                result = fit(learner, mixed, train, callbacks=strategy.callbacks(learner),
+                             checkpoint_dir=None if out is None else out / f"task-{t}", resume=resume,
+                             progress=progress, desc=f"{spec.method} {task.name}")
+                fits.append({"task": task.name, "epochs": result.epochs, "best_epoch": result.best_epoch,
+                             "val_top1": None if result.best_score is None else 100.0 * result.best_score})
+                if done is not None:  # the learner after fit and its callbacks (e.g. ZSCL's averaging)
+                    save_learner_state(done, learner.state_dict())
         strategy.end_task(learner, data, t)
         seconds += time.perf_counter() - start
         for s in spec.settings:
