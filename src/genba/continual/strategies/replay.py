@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from genba.continual.buffer import POLICIES, ReplayBuffer
 from genba.continual.strategies.base import Strategy, all_rows, concat_data, positive, register_strategy
 from genba.train import TrainData
@@ -75,8 +77,8 @@ class Replay(Strategy):
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
         self._rewind(task_index)
         rows = all_rows(data)
-        text = getattr(objective, "text", None)
-        if text is not None:
+        text = getattr(objective, "text", None)  # (C, D) class texts, when the objective has them
+        if isinstance(text, torch.Tensor) and text.dim() == 2 and int(rows["y"].max()) < text.shape[0]:
             rows = dict(rows, text=text[rows["y"]])
         self.buffer.add(rows)
         self.buffer.tasks_done = task_index + 1
