@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from genba.errors import GenbaError
-from genba.train import Objective
+from genba.continual.strategies.base import ContinualObjective
 
 SCALE = 100.0
 TARGETS = ("q_proj", "v_proj")
@@ -35,7 +35,7 @@ def _peft():
     return peft
 
 
-class LoraCLIPLearner(Objective):
+class LoraCLIPLearner(ContinualObjective):
     """Args: encoder (an hf: CLIP encoder), text (C, D) unit class texts, r / alpha of LoRA."""
 
     def __init__(self, encoder, text: torch.Tensor, *, r: int = 4, alpha: float = 8.0,
