@@ -33,9 +33,9 @@ TASK_CHANNELS = {"semantic": None, "boundary": 1, "saliency": 1, "depth": 1}  # 
 class StudentConfig:
     image_size: int = 64
     patch: int = 8
-    dim: int = 96
+    dim: int = 64
     depth: int = 4
-    heads: int = 3
+    heads: int = 2
     mlp_ratio: float = 2.0
     teachers: dict = field(default_factory=dict)  # name -> [dim, grid_h, grid_w]
     tasks: dict = field(default_factory=dict)  # task -> output channels
