@@ -5,8 +5,8 @@
 Fixed seeded train / val / test scenes (64 px); teacher targets (efficientnet-lite0, conse-dense,
 ppocr-det) computed once and read from the feature cache. Per training seed, every method uses
 the same student size (ViT stem dim/depth below) and the same TrainConfig (fixed in advance, not
-tuned: AdamW lr 1e-3, weight decay 0.05, batch 32, 5% warmup, cosine, clip 1.0; the best epoch
-by validation loss). Stage 1 = distillation, stage 2 = tasks + distillation kept (weight 1).
+tuned: AdamW lr 1e-3, weight decay 0.05, batch 32, 5% warmup, cosine, clip 1.0; adapter scales at
+10x lr; the best epoch by validation loss). Stage 1 = distillation, stage 2 = tasks + distillation kept (weight 1).
     sak, no-router, stage1-only      from one SAK stage-1 student (TSAP)
     no-tsap                          its own stage 1, teachers distilled from the stem (linear heads)
     many-to-one                      its own stage 1, RADIO-style MLP heads on the stem
@@ -77,6 +77,8 @@ def run_seed(seed, splits, targets, info, tasks, args, log):
         return metrics, g
 
     s1 = stage1("sak")
+    scales = {t: [round(float(a.scale), 3) for a in path.adapters] for t, path in zip(info, s1.paths.values())}
+    log(f"seed {seed} sak stage-1 adapter scales per block: {json.dumps(scales)}")
     for name, router in (("sak", "learned"), ("no-router", "average")):
         model = copy.deepcopy(s1)
         for r in model.routers.values():
@@ -242,7 +244,8 @@ def main() -> None:
         f"labels known by construction): {args.train} train / {args.val} val / {args.test} test at 64 px, fixed seed 0.", "",
         "Teachers: " + ", ".join(f"{t} ({provenance[t]['role']}; {provenance[t]['licence']})" for t in TEACHERS) + ".", "",
         f"Student: ViT stem dim {args.dim}, depth {args.depth}, {args.heads} heads, patch 8 (8x8 tokens); every method has this "
-        f"stem. Training fixed in advance (not tuned): AdamW lr 1e-3, wd 0.05, batch 32, warmup 5%, cosine, clip 1.0, "
+        f"stem. Training fixed in advance (not tuned): AdamW lr 1e-3, wd 0.05, batch 32, warmup 5%, cosine, clip 1.0 "
+        "(TSAP adapter scales at 10x lr, no decay: set after a first seed-0 run where the paths stayed at the identity), "
         f"stage 1 {args.epochs1} epochs, stage 2 {args.epochs2} epochs, best epoch by validation loss; seeds {args.seeds}.", "",
         "Metrics on the test scenes (mean ± std over seeds): mIoU % (7 classes incl. background), boundary F1 % at the "
         "fixed threshold 0.5 with 1-px tolerance (not odsF), saliency maxF % (beta^2 = 0.3), depth RMSE (layer-order "

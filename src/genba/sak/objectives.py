@@ -5,6 +5,10 @@ Stage 2 (multi-task): loss = sum of task losses + distill_weight * distillation 
 in SAK). Teacher heads (the oracle) and the frozen-stem "stage 1 only" ablation use the same
 class with their own inputs / frozen parameters. validate() = minus the same loss on the
 validation scenes (higher is better), which picks the best epoch.
+Parameter groups: the adapter scales s (scalars that start at 0) learn at ADAPTER_SCALE_LR_SCALE
+times the base lr without weight decay, so that a path can leave the identity within a few
+hundred steps; everything else uses the TrainConfig as is. (Fixed before the 3-seed benchmark,
+after a first run in which the paths stayed at the identity and SAK equalled its no-router ablation.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch
 
 from genba.sak.losses import distill_loss, total_task_loss
 from genba.train import Objective
+
+ADAPTER_SCALE_LR_SCALE = 10.0
 
 
 def teacher_batch(batch: dict, teachers: list[str]) -> dict:
@@ -48,6 +54,16 @@ class SAKObjective(Objective):
             loss = loss + self.distill_weight * kd
             logs["distill"] = float(kd.detach())
         return loss, logs
+
+    def param_groups(self) -> list[dict]:
+        scales, rest = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (scales if name.startswith("paths.") and name.endswith(".scale") else rest).append(p)
+        groups = [{"params": rest}]
+        if scales:
+            groups.append({"params": scales, "lr_scale": ADAPTER_SCALE_LR_SCALE, "weight_decay": 0.0})
+        return groups
 
     def validate(self) -> float | None:
         if self._val is None:
