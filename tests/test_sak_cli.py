@@ -22,6 +22,9 @@ def test_distill_train_predict(tmp_path, capsys):
     report = json.loads((tmp_path / "s2" / "report.json").read_text())
     assert set(report["metrics"]) == {"miou", "boundary_f1", "maxf"}  # user data has no depth
     assert "licence=" in report["teachers"][f"hf:{teacher}"]["provenance"]
+    assert main(["sak", "eval", "--model", str(tmp_path / "s2"), "--data", f"folder:{data}",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert set(json.loads((tmp_path / "eval.json").read_text())["metrics"]) == {"miou", "boundary_f1", "maxf"}
     assert main(["sak", "predict", "--model", str(tmp_path / "s2"), "--images", str(data / "images"),
                  "--out", str(tmp_path / "pred")]) == 0
     assert sorted(p.name for p in (tmp_path / "pred").glob("0_*.png")) == ["0_boundary.png", "0_saliency.png", "0_semantic.png"]

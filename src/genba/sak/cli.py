@@ -1,7 +1,8 @@
-"""`genba sak distill | train | predict` (argument parsing only; genba.sak.pipeline does the work).
+"""`genba sak distill | train | eval | predict` (argument parsing only; genba.sak.pipeline does the work).
 
     genba sak distill --out runs/s1 [--data scenes] [--teachers efficientnet-lite0,conse-dense,ppocr-det]
     genba sak train   --init runs/s1 --out runs/s2 [--data scenes | --data folder:<dir>]
+    genba sak eval    --model runs/s2 [--data scenes | --data folder:<dir>]
     genba sak predict --model runs/s2 --images <image or folder> --out preds/
 
 --data: `scenes` (the seeded composites, --train/--val/--test counts), `folder:<dir>` (images/ +
@@ -47,6 +48,13 @@ def register_cli(commands, common) -> None:
     train.add_argument("--init", type=Path, required=True, help="the folder of `genba sak distill`")
     train.add_argument("--distill-weight", type=float, default=1.0, help="weight of the kept distillation loss")
     train.set_defaults(run=cmd_train)
+
+    evaluate = sub.add_parser("eval", parents=[common], help="metrics of a trained student on scenes or a mask folder")
+    evaluate.add_argument("--model", type=Path, required=True, help="the folder of `genba sak train`")
+    evaluate.add_argument("--data", default="scenes", help="scenes (the test composites) | folder:<dir> (every image)")
+    evaluate.add_argument("--test", type=int, default=400, help="composite test scenes (default %(default)s)")
+    evaluate.add_argument("--json", type=Path, help="write the metrics as JSON here")
+    evaluate.set_defaults(run=cmd_eval)
 
     predict = sub.add_parser("predict", parents=[common], help="write segmentation / boundary / saliency / depth PNGs")
     predict.add_argument("--model", type=Path, required=True, help="the folder of `genba sak train`")
@@ -181,6 +189,32 @@ def cmd_train(args) -> int:
                                           "metrics": metrics, "gates": gates})
     print(markdown_table(["split", *metrics], [[evaluated, *[round(v, 3) for v in metrics.values()]]]))
     print(f"model in {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from genba.report import markdown_table, write_json
+    from genba.sak import pipeline as P
+
+    model, extra = P.load_student(args.model)
+    if args.data == "scenes":
+        from genba.sak.scenes import make_scenes
+
+        scenes = make_scenes("test", args.test)
+    elif args.data.startswith("folder:"):
+        from genba.sak.folder import load_mask_folder
+
+        scenes = load_mask_folder(args.data[len("folder:"):], size=model.cfg.image_size)
+    else:
+        raise GenbaError(f"`genba sak eval` needs dense labels: --data scenes or folder:<dir>, got '{args.data}'")
+    classes = model.cfg.tasks.get("semantic")
+    if classes is not None and int(scenes.semantic.max()) >= classes:
+        raise GenbaError(f"the masks hold class id {int(scenes.semantic.max())} but the model segments {classes} classes "
+                         "(background included): evaluate on data with the classes it was trained on")
+    metrics, gates = P.evaluate(model, scenes)
+    print(markdown_table(["data", "images", *metrics], [[args.data, len(scenes), *[round(v, 3) for v in metrics.values()]]]))
+    if args.json:
+        write_json(args.json, {"data": args.data, "images": len(scenes), "metrics": metrics, "gates": gates})
     return 0
 
 
