@@ -233,7 +233,9 @@ def main() -> None:
 
     rows = []
     for m in methods:
-        cells = [f"{mean(summary[m][k]):.2f} ± {std(summary[m][k]):.2f}" if k in summary[m] else "-" for k in METRICS]
+        digits = lambda k: 4 if k == "depth_rmse" else 2
+        cells = [f"{mean(summary[m][k]):.{digits(k)}f} ± {std(summary[m][k]):.{digits(k)}f}" if k in summary[m] else "-"
+                 for k in METRICS]
         rows.append(f"| {m} | " + " | ".join(cells) + f" | {mean(dm_summary[m]):+.2f} ± {std(dm_summary[m]):.2f} |")
     gap = payload["delta_m"]["sak"] - payload["delta_m"]["many-to-one"]
     md = [
