@@ -3,11 +3,19 @@
 import json
 
 import pytest
+import torch
 
 from genba.cli import main
 from test_sak_teachers import _mask_folder, build_tiny
 
 pytest.importorskip("transformers")
+
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Leave torch's global RNG as found (later tests draw from it unseeded)."""
+    with torch.random.fork_rng():
+        yield
+
 
 
 def test_distill_train_predict(tmp_path, capsys):

@@ -8,6 +8,13 @@ import torch
 from genba.sak.losses import distill_loss, feature_distill_loss, task_loss
 from genba.sak.metrics import boundary_f1, delta_m, depth_rmse, max_f, miou, task_metrics
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Leave torch's global RNG as found (later tests draw from it unseeded)."""
+    with torch.random.fork_rng():
+        yield
+
+
 
 def test_feature_distill_loss_values():
     x = torch.randn(2, 6, 3, 3)

@@ -12,6 +12,13 @@ _OK = {name for name, ok, _ in available_datasets() if ok}
 needs_sources = pytest.mark.skipif(not {"textile", "fashion-mnist", "animal-mnist"} <= _OK,
                                    reason="the scenes need the textile, fashion-mnist and animal-mnist datasets installed")
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Leave torch's global RNG as found (later tests draw from it unseeded)."""
+    with torch.random.fork_rng():
+        yield
+
+
 
 @pytest.fixture(scope="module")
 def sources():

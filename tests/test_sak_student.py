@@ -9,6 +9,13 @@ from genba.sak.student import AdapterPath, DenseHead, Router, SAKStudent, Studen
 TEACHERS = {"a": [12, 2, 2], "hf:/x/y.z": [5, 8, 8]}
 TASKS = {"semantic": 4, "boundary": 1, "saliency": 1, "depth": 1}
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Leave torch's global RNG as found (later tests draw from it unseeded)."""
+    with torch.random.fork_rng():
+        yield
+
+
 
 def test_adapter_path_starts_as_the_stem_and_keeps_shapes():
     torch.manual_seed(0)

@@ -15,13 +15,25 @@ from genba.sak.teachers import load_teacher, teacher_kinds, teacher_targets
 
 transformers = pytest.importorskip("transformers")
 
+@pytest.fixture(autouse=True)
+def _keep_global_rng():
+    """Leave torch's global RNG as found (later tests draw from it unseeded)."""
+    with torch.random.fork_rng():
+        yield
+
+
 
 def _vision():
     return dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
 
 
 def build_tiny(kind: str, directory):
-    torch.manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return _build_tiny(kind, directory)
+
+
+def _build_tiny(kind: str, directory):
     if kind == "dinov2":
         model = transformers.Dinov2Model(transformers.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                                    mlp_ratio=2, image_size=32, patch_size=8))
