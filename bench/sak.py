@@ -137,7 +137,7 @@ def figure(model, scenes, path, count=4):
     plt.close(fig)
 
 
-def gate_figure(gates, representations, path):
+def gate_figure(gates, representations, path, seeds=3):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +152,7 @@ def gate_figure(gates, representations, path):
     ax.set_ylabel("mean gate weight (test)")
     ax.axhline(1 / len(representations), color="k", lw=0.5, ls="--")
     ax.legend(fontsize=7)
-    ax.set_title("SAK MoR router: mean gate per task over the representations (3 seeds)", fontsize=9)
+    ax.set_title(f"SAK MoR router: mean gate per task over the representations ({seeds} seed(s))", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -196,11 +196,13 @@ def main() -> None:
     images = splits["test"].images[:128]
     student_ips = images_per_second(lambda x: sak_model(x, with_teachers=False), images)
     teacher_models = [load_teacher(t) for t in TEACHERS]
-    seconds_per_image = sum(1.0 / images_per_second(t, images) for t in teacher_models)
+    teacher_ips = {t.name: images_per_second(t, images) for t in teacher_models}
+    seconds_per_image = sum(1.0 / v for v in teacher_ips.values())
     teachers_ips = 1.0 / seconds_per_image
     teacher_params = {t.name: t.parameter_count() for t in teacher_models}
     cost = {"student_params": sak_model.deployed_parameters(), "teacher_params": teacher_params,
             "teachers_params_sum": sum(teacher_params.values()), "student_images_per_s": student_ips,
+            "teacher_images_per_s": teacher_ips,
             "teachers_images_per_s": teachers_ips, "speed_ratio": student_ips / teachers_ips,
             "size_ratio": sum(teacher_params.values()) / sak_model.deployed_parameters()}
 
@@ -215,7 +217,7 @@ def main() -> None:
 
     out = Path(args.out)
     figure(sak_model, splits["test"], out.with_name(out.name + "_scenes.png"))
-    gate_figure(gate_mean, reps, out.with_name(out.name + "_gates.png"))
+    gate_figure(gate_mean, reps, out.with_name(out.name + "_gates.png"), len(args.seeds))
     payload = {
         "command": command_line(), "seconds": seconds, "teacher_target_seconds": target_seconds,
         "seeds": args.seeds, "scenes": {s: len(v) for s, v in splits.items()}, "scene_source": splits["train"].source,
@@ -264,7 +266,7 @@ def main() -> None:
         "Cost (same run, batch 32, 64 px images; teachers at their 128 px input, run one after the other):", "",
         "| | parameters | images/s |", "|---|---|---|",
         f"| SAK student (deployed: stem, paths, routers, heads) | {cost['student_params']:,} | {student_ips:.0f} |",
-        *[f"| teacher {t} | {n:,} | |" for t, n in teacher_params.items()],
+        *[f"| teacher {t} | {n:,} | {teacher_ips[t]:.0f} |" for t, n in teacher_params.items()],
         f"| all teachers together | {cost['teachers_params_sum']:,} | {teachers_ips:.0f} |", "",
         f"Student speed / teachers speed = **{cost['speed_ratio']:.1f}x**; teachers' parameters / student's = "
         f"**{cost['size_ratio']:.1f}x**.", "",
@@ -273,6 +275,7 @@ def main() -> None:
     ]
     out.with_suffix(".md").write_text("\n".join(md))
     print("\n".join(md[:40]))
+    # (conse-dense contains EfficientNet-Lite0: the sum counts that network twice, as each teacher runs on its own)
 
 
 if __name__ == "__main__":
