@@ -269,7 +269,10 @@ def main() -> None:
         *[f"| teacher {t} | {n:,} | {teacher_ips[t]:.0f} |" for t, n in teacher_params.items()],
         f"| all teachers together | {cost['teachers_params_sum']:,} | {teachers_ips:.0f} |", "",
         f"Student speed / teachers speed = **{cost['speed_ratio']:.1f}x**; teachers' parameters / student's = "
-        f"**{cost['size_ratio']:.1f}x**.", "",
+        f"**{cost['size_ratio']:.1f}x**. conse-dense contains EfficientNet-Lite0: each teacher is run on its own here, so "
+        "that network is counted (and run) twice; counted once, the teachers hold "
+        f"{cost['teachers_params_sum'] - teacher_params.get('efficientnet-lite0', 0) * ('conse-dense' in teacher_params):,} "
+        "parameters.", "",
         "Figures: `sak_scenes.png` (test scenes, each task's prediction beside the ground truth), `sak_gates.png` (router gates).",
         "", "Log:", "", "```", *lines, "```", "",
     ]
