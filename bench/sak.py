@@ -273,7 +273,8 @@ def main() -> None:
         "that network is counted (and run) twice; counted once, the teachers hold "
         f"{cost['teachers_params_sum'] - teacher_params.get('efficientnet-lite0', 0) * ('conse-dense' in teacher_params):,} "
         "parameters.", "",
-        "Figures: `sak_scenes.png` (test scenes, each task's prediction beside the ground truth), `sak_gates.png` (router gates).",
+        f"Figures: `{out.name}_scenes.png` (test scenes, each task's prediction beside the ground truth), "
+        f"`{out.name}_gates.png` (router gates).",
         "", "Log:", "", "```", *lines, "```", "",
     ]
     out.with_suffix(".md").write_text("\n".join(md))
