@@ -11,10 +11,17 @@ Adding a class is adding a row: `bank.add(["new name"], templates, embedder)`; n
 (the class is then predicted zero-shot through its row, and improves once images arrive).
 Names are compared after stripping and case-folding: empty or duplicate names raise GenbaError.
 
+Optional centring (`bank.with_center()`): sentence embeddings are anisotropic (all-MiniLM-L6-v2
+rows of one dataset's class names have cosines 0.5-0.95), so the targets may be taken as
+    t'_c = normalize(t_c - mu),  mu = the mean of the bank's rows when centring was switched on
+(the first step of "all-but-the-top", Mu & Viswanath, ICLR 2018). mu is then frozen and stored
+with the bank, so a class added later is centred by the same fixed vector; `targets()` returns
+the rows the student maps onto (t' when centred, else t).
+
 File format (safetensors, written atomically): tensor "embeddings" (C, D) float32; metadata
 "format" = "genba-concepts-v1", "names", "templates" (per class), "added" (UTC time per class),
 "text_model" (spec), "text_provenance" (name + weights hash), "licence", "sha256" (of the tensor
-bytes, checked on load). Loading never unpickles anything.
+bytes, checked on load); tensor "center" (D,) when centred. Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -135,6 +142,7 @@ class ConceptBank:
     text_provenance: str
     licence: str
     added: list[str] = field(default_factory=list)
+    center: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != len(self.names) or len(self.templates) != len(self.names):
@@ -176,7 +184,26 @@ class ConceptBank:
             raise GenbaError(f"text model gives {new.shape[1]}-d rows, the bank holds {old.shape[1]}-d rows")
         return ConceptBank(self.names + names, self.templates + per_class, torch.cat([old, new]).contiguous(),
                            self.text_model, embedder.provenance if not len(self) else self.text_provenance,
-                           self.licence, self.added + [_now()] * len(names))
+                           self.licence, self.added + [_now()] * len(names), self.center)
+
+    def with_center(self) -> "ConceptBank":
+        """The same bank with mu = mean of its current rows frozen as the centre (see module docstring)."""
+        if not len(self):
+            raise GenbaError("cannot centre an empty concept bank: add classes first")
+        return ConceptBank(list(self.names), [list(t) for t in self.templates], self.embeddings, self.text_model,
+                           self.text_provenance, self.licence, list(self.added), self.embeddings.mean(0).clone())
+
+    def targets(self) -> torch.Tensor:
+        """(C, D) unit rows the student maps onto: normalize(t_c - mu) when centred, else t_c."""
+        if self.center is None:
+            return self.embeddings
+        return torch.nn.functional.normalize(self.embeddings - self.center, dim=-1)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        out = {"embeddings": self.embeddings.contiguous()}
+        if self.center is not None:
+            out["center"] = self.center.contiguous()
+        return out
 
     def index(self, name: str) -> int:
         keys = [_key(n) for n in self.names]
@@ -189,10 +216,10 @@ class ConceptBank:
         return {"format": FORMAT, "names": json.dumps(self.names), "templates": json.dumps(self.templates),
                 "added": json.dumps(self.added), "text_model": self.text_model,
                 "text_provenance": self.text_provenance, "licence": self.licence,
-                "sha256": tensors_digest({"embeddings": self.embeddings.contiguous()})}
+                "sha256": tensors_digest(self._tensors())}
 
     def to_bytes(self) -> bytes:
-        return save_bytes({"embeddings": self.embeddings.contiguous()}, metadata=self.metadata())
+        return save_bytes(self._tensors(), metadata=self.metadata())
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + fsync + rename): readers see the old bank or the whole new one."""
@@ -208,15 +235,15 @@ class ConceptBank:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 meta = handle.metadata() or {}
-                embeddings = handle.get_tensor("embeddings")
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         except (SafetensorError, OSError, ValueError) as error:
             raise GenbaError(f"{path} is not a readable concept bank ({error}): rebuild it") from None
         if meta.get("format") != FORMAT:
             raise GenbaError(f"{path} is not a genba concept bank (format {meta.get('format')!r}): rebuild it")
-        if meta.get("sha256") != tensors_digest({"embeddings": embeddings}):
+        if "embeddings" not in tensors or meta.get("sha256") != tensors_digest(tensors):
             raise GenbaError(f"{path} fails its checksum (damaged): rebuild the concept bank")
-        return cls(json.loads(meta["names"]), json.loads(meta["templates"]), embeddings, meta["text_model"],
-                   meta["text_provenance"], meta["licence"], json.loads(meta["added"]))
+        return cls(json.loads(meta["names"]), json.loads(meta["templates"]), tensors["embeddings"], meta["text_model"],
+                   meta["text_provenance"], meta["licence"], json.loads(meta["added"]), tensors.get("center"))
 
 
 def _now() -> str:

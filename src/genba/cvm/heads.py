@@ -3,7 +3,8 @@
 ConceptHead (CVM): a linear projection into the frozen language model's concept space and a
 cosine against the concept bank T (C, D) (genba.cvm.concepts):
     z = normalize(P h + b),   logits_c = s * cos(z, t_c) = s * z . t_c
-with a fixed scale s (CLIP-style temperature 1/s; s = 20 here, fixed in advance). A class is
+with a fixed scale s (CLIP-style temperature 1/s; chosen on the first task's validation split,
+genba.cvm.stream.select_loss). T is the bank's rows, or its centred rows (ConceptBank.targets). A class is
 one row of T, so classes known only by name get logits too (zero-shot), and the head never grows.
 
 LinearHead (the cross-entropy baseline): logits = W h + b with one row per class of the label
@@ -23,8 +24,9 @@ DEFAULT_SCALE = 20.0
 class ConceptHead(nn.Module):
     kind = "concept"
 
-    def __init__(self, feature_dim: int, bank: torch.Tensor, scale: float = DEFAULT_SCALE):
+    def __init__(self, feature_dim: int, bank: torch.Tensor, scale: float = DEFAULT_SCALE, centered: bool = False):
         super().__init__()
+        self.centered = bool(centered)  # whether `bank` holds centred targets (genba.cvm.concepts); recorded only
         self.proj = nn.Linear(feature_dim, bank.shape[1])
         self.register_buffer("bank", F.normalize(bank.float(), dim=-1).clone(), persistent=False)
         self.scale = float(scale)
@@ -46,7 +48,7 @@ class ConceptHead(nn.Module):
         return int(self.bank.shape[0])
 
     def spec(self) -> dict:
-        return {"kind": self.kind, "scale": self.scale}
+        return {"kind": self.kind, "scale": self.scale, "centered": self.centered}
 
 
 class LinearHead(nn.Module):

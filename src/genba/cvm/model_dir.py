@@ -55,7 +55,9 @@ def load_model_dir(model_dir) -> tuple[StreamObjective, ConceptBank, dict]:
     student = build_student(meta["student"])
     head_spec = meta["head"]
     if head_spec["kind"] == "concept":
-        head = ConceptHead(student.feature_dim, bank.embeddings, scale=head_spec.get("scale", 20.0))
+        centered = bool(head_spec.get("centered"))
+        head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
+                           scale=head_spec.get("scale", 20.0), centered=centered)
     else:
         head = LinearHead(student.feature_dim, len(meta["classes"]))
     objective = StreamObjective(student, head, meta["loss"])
@@ -77,6 +79,6 @@ def add_classes(model_dir, names: list[str], templates: list[str]) -> ConceptBan
         raise GenbaError("a cross-entropy head has no row for a class without images: add classes to a CVM "
                          "(concept head) model, or retrain the CE head with images of the new class")
     bank = bank.add(names, templates, TextEmbedder(bank.text_model))
-    objective.head.set_bank(bank.embeddings)
+    objective.head.set_bank(bank.targets() if objective.head.centered else bank.embeddings)
     save_model_dir(model_dir, objective, bank, result=meta.get("run"))
     return bank

@@ -25,7 +25,7 @@ import torch
 
 from genba.cache import TensorCache
 from genba.cvm.concepts import ConceptBank, TextEmbedder
-from genba.cvm.heads import ConceptHead, LinearHead
+from genba.cvm.heads import DEFAULT_SCALE, ConceptHead, LinearHead
 from genba.cvm.metrics import stream_metrics
 from genba.cvm.objective import StreamObjective, accuracy
 from genba.cvm.student import build_student, count_macs, trainable_parameters
@@ -55,8 +55,10 @@ class CVMConfig:
     seed: int = 0
     max_train: int = 1500
     max_test: int = 500
-    val_per_class: int = 20
+    val_per_class: int = 30
     imbalance: int = 0
+    concept_scale: float = 0.0          # s of the concept head; 0 = chosen with the loss on task 1's validation
+    center: bool | None = None          # centre the concept targets (genba.cvm.concepts); None = chosen with the loss
     train: TrainConfig | None = None
 
     def resolved(self) -> "CVMConfig":
@@ -75,7 +77,9 @@ class CVMConfig:
 def make_objective(cfg: CVMConfig, bank: ConceptBank, loss: str) -> StreamObjective:
     torch.manual_seed(cfg.seed)
     student = build_student(cfg.student, image_size=cfg.image_size)
-    head = ConceptHead(student.feature_dim, bank.embeddings) if cfg.head == "concept" else \
+    centered = bool(cfg.center) and bank.center is not None
+    head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
+                       scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered) if cfg.head == "concept" else \
         LinearHead(student.feature_dim, len(bank))
     return StreamObjective(student, head, loss)
 
@@ -124,11 +128,13 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
                                               max_test=cfg.max_test, val_per_class=cfg.val_per_class,
                                               imbalance=cfg.imbalance)
         bank = ConceptBank.build(names, templates, TextEmbedder(cfg.text_model))
+        bank = bank.with_center()  # mu frozen now; used when cfg.center (see ConceptHead.centered)
     else:
         tasks, bank = tasks_and_bank
     loss, selection = cfg.loss, None
-    if loss == "auto":
-        loss, selection = select_loss(cfg, tasks, bank, cache)
+    if cfg.head == "concept" and (loss == "auto" or not cfg.concept_scale or cfg.center is None):
+        loss, scale, center, selection = select_loss(cfg, tasks, bank, cache)
+        cfg.concept_scale, cfg.center = scale, center
     with torch.no_grad():
         objective = make_objective(cfg, bank, loss)
     prep = lambda px, what: prepare_inputs(objective, px, cache, what)
@@ -197,18 +203,36 @@ def _setting(matrix: list[list[float]]) -> dict:
     return {"accuracy_matrix": matrix, "metrics": {**stream_metrics(matrix), "control_before": None, "control_after": None}}
 
 
-def select_loss(cfg: CVMConfig, tasks, bank: ConceptBank, cache) -> tuple[str, dict]:
-    """Train contrastive and cosine on task 1 alone; keep the better validation top-1 (task 1's val only)."""
+SCALES = (25.0, 10.0, 50.0)  # first = the value fixed in advance, kept on ties
+
+
+def select_loss(cfg: CVMConfig, tasks, bank: ConceptBank, cache) -> tuple[str, float, bool, dict]:
+    """Grid on task 1 alone, scored on task 1's validation split only: the loss (contrastive with each
+    scale s in SCALES, or cosine) when cfg.loss is "auto", the scale s when cfg.concept_scale is 0, and
+    centred or raw concept targets when cfg.center is None. The cosine loss does not depend on s for
+    training; it is given the middle scale (LwF's distillation reads it). Ties go to the earlier entry."""
     task = tasks[0]
+    losses = ("contrastive", "cosine") if cfg.loss == "auto" else (cfg.loss,)
+    scales = SCALES if not cfg.concept_scale else (cfg.concept_scale,)
+    centers = (True, False) if cfg.center is None else (bool(cfg.center),)
+    grid = [(loss, s, c) for c in centers for loss in losses for s in (scales if loss == "contrastive" else scales[:1])]
     scores = {}
-    for loss in ("contrastive", "cosine"):
+    for loss, scale, center in grid:
         with torch.no_grad():
-            objective = make_objective(cfg, bank, loss)
+            objective = make_objective(_with(cfg, scale, center), bank, loss)
         x = prepare_inputs(objective, task.train_x, cache, f"{task.name}:train")
         vx = prepare_inputs(objective, task.val_x, cache, f"{task.name}:val")
         objective.set_known(max(task.trained_ids) + 1)
         objective.set_validation(vx, task.val_y)
         fit(objective, TensorData(x=x, y=task.train_y), cfg.train, progress=False, desc=f"select:{loss}")
-        scores[loss] = objective.validate()
-    best = max(scores, key=lambda k: scores[k])
-    return best, {"chosen": best, "val_top1": scores, "task": task.name}
+        scores[f"{loss}@{scale:g}{'+centred' if center else ''}"] = objective.validate()
+    best = max(scores, key=lambda k: scores[k])  # ties: the first in grid order
+    loss, rest = best.split("@")
+    return loss, float(rest.split("+")[0]), rest.endswith("+centred"), \
+        {"chosen": best, "val_top1": scores, "task": task.name, "n_val": len(task.val_y)}
+
+
+def _with(cfg: CVMConfig, scale: float, center: bool) -> CVMConfig:
+    c = copy.copy(cfg)
+    c.concept_scale, c.center = scale, center
+    return c
