@@ -84,8 +84,9 @@ def test_name_only_class_is_in_the_label_space_and_scored(two_tasks, one_thread)
 def test_loss_is_chosen_on_the_first_tasks_validation(two_tasks, one_thread):
     result = run_stream(_cfg(two_tasks[:1]))
     sel = result["loss_selection"]
-    assert set(sel["val_top1"]) == {"contrastive", "cosine"} and sel["chosen"] == result["loss"]
+    assert {k.split("@")[0] for k in sel["val_top1"]} == {"contrastive", "cosine"} and len(sel["val_top1"]) == 8
     assert sel["chosen"] == max(sel["val_top1"], key=sel["val_top1"].get) and "validation" in result["selected_on"]
+    assert sel["chosen"].startswith(result["loss"]) and result["hyperparameters"]["concept_scale"] == float(sel["chosen"].split("@")[1].split("+")[0])
 
 
 @pytest.mark.parametrize("strategy", ["lwf", "ewc"])
