@@ -10,7 +10,10 @@ costs one text embedding (a row of the bank), with or without images.
     student.py    the small visual models (compact CNN; EfficientNet-Lite trunk, last stages trained)
     heads.py      concept head (projection + cosine to the bank) and the cross-entropy baseline head
     objective.py  the mapping loss (cosine / contrastive) and the CE objective, engine Objectives
-    stream.py     the continual run over a stream of tasks (MTIL / X-TAIL evaluation)
+    tasks.py      a stream's tasks in one label space (classes with images first, name-only classes last)
+    stream.py     the continual run over a stream (genba.continual's strategies and metrics; MTIL / X-TAIL)
+    trunk.py      the EfficientNet-Lite student on genba.backbones
+    model_dir.py  a trained model directory; add classes by name
     export.py     `genba export DIR --onnx FILE`;  predict.py: `genba predict` with onnxruntime only
 
 Nothing in this package imports torch at module import time in `predict.py` / `pixels.py`, so

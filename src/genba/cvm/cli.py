@@ -26,7 +26,7 @@ def register_cli(commands, common) -> None:
     train.add_argument("--name-only", action="append", default=[], metavar="DATASET:CLASS",
                        help="a class of a stream dataset that enters by name only (no images)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="train.lr=..., train.epochs=..., strategy.buffer=..., strategy.lam=...")
+                       help="train.lr=..., train.epochs=..., strategy.buffer_size=..., strategy.weight=... (genba.continual names)")
     train.add_argument("--json", type=Path, help="write the results (as `genba continual`) here")
     train.set_defaults(run=cmd_train)
 

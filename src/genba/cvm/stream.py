@@ -26,7 +26,6 @@ import torch
 from genba.cache import TensorCache
 from genba.cvm.concepts import ConceptBank, TextEmbedder
 from genba.cvm.heads import DEFAULT_SCALE, ConceptHead, LinearHead
-from genba.cvm.metrics import stream_metrics
 from genba.cvm.objective import StreamObjective, accuracy
 from genba.cvm.student import build_student, count_macs, trainable_parameters
 from genba.cvm.tasks import TaskSpec, build_tasks
@@ -112,10 +111,16 @@ def evaluate(objective: StreamObjective, tasks, inputs, num_classes: int) -> tup
     return mtil, xtail
 
 
-def _strategy(name: str, hp: dict):
-    from genba.cvm.strategies import make_strategy  # genba.continual's when it lands (see module docstring)
+STRATEGIES = {"none": "finetune", "replay": "replay", "lwf": "lwf", "ewc": "ewc"}
 
-    return make_strategy(name, **hp)
+
+def _strategy(name: str, hp: dict):
+    """genba.continual's strategy (their hyperparameter defaults, fixed in advance); "none" = sequential fine-tune."""
+    from genba.continual.strategies import make_strategy
+
+    if name not in STRATEGIES:
+        raise GenbaError(f"unknown CVM strategy '{name}': choose one of {', '.join(STRATEGIES)}")
+    return make_strategy(STRATEGIES[name], **hp)
 
 
 def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str | Path | None = None,
@@ -153,6 +158,7 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
         known = max(known, max(task.trained_ids) + 1)
         objective.set_known(known)
         objective.set_validation(val_in[j], task.val_y)
+        strategy.begin_task(objective, j)
         data = strategy.task_data(TensorData(x=train_in[j], y=task.train_y), j)
         callbacks = strategy.callbacks(objective)
         result = fit(objective, data, cfg.train, callbacks=callbacks, progress=progress, desc=f"{cfg.head}:{task.name}")
@@ -181,10 +187,10 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
         "cost": {"trainable_parameters": trainable_parameters(objective),
                  "parameters": sum(p.numel() for p in objective.parameters()) + objective.head.num_classes * (bank.dim if cfg.head == "concept" else 0),
                  "forward_macs_trainable_per_image": fwd_macs,
-                 "strategy_memory_bytes": strategy.memory_bytes(),
+                 "strategy_bytes": strategy.extra_bytes(),
                  "train_seconds_per_task": sum(p["train_seconds"] for p in per_task) / len(per_task),
                  "train_macs_per_task": sum(p["train_macs"] for p in per_task) / len(per_task)},
-        "hyperparameters": {"train": cfg.train.to_dict(), "strategy": {**strategy.hp}, "image_size": cfg.image_size,
+        "hyperparameters": {"train": cfg.train.to_dict(), "method": strategy.hyperparameters(), "image_size": cfg.image_size,
                             "max_train": cfg.max_train, "max_test": cfg.max_test, "val_per_class": cfg.val_per_class,
                             "imbalance": cfg.imbalance, "text_model": cfg.text_model, "concept_scale": getattr(objective.head, "scale", None)},
         "selected_on": ("loss: first task's validation split; everything else fixed in advance" if selection
@@ -200,7 +206,15 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
 
 
 def _setting(matrix: list[list[float]]) -> dict:
-    return {"accuracy_matrix": matrix, "metrics": {**stream_metrics(matrix), "control_before": None, "control_after": None}}
+    """The `genba continual` block: accuracy_matrix + genba.continual.metrics (no control task in CVM runs)."""
+    from genba.continual import metrics
+
+    if len(matrix[0]) >= 2:
+        m = metrics.summary(matrix)
+    else:  # one task: the metrics that compare tasks are undefined
+        m = {"transfer": None, "avg": metrics.avg(matrix), "last": metrics.last(matrix), "bwt": None, "fwt": None,
+             "forgetting": None}
+    return {"accuracy_matrix": matrix, "metrics": {**m, "control_before": None, "control_after": None}}
 
 
 SCALES = (25.0, 10.0, 50.0)  # first = the value fixed in advance, kept on ties
