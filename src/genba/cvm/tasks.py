@@ -56,6 +56,8 @@ class Task:
     test_x: torch.Tensor
     test_y: torch.Tensor
     trained_ids: list[int] = field(default_factory=list)  # ids with training images in this task
+    dataset: object = None                                # the genba Dataset the task was cut from
+    test_indices: np.ndarray | None = None                # dataset indices of the test rows (for other models)
 
     @property
     def name(self) -> str:
@@ -159,5 +161,5 @@ def build_tasks(specs: list[TaskSpec], size: int, cache: TensorCache | None, *, 
                           decode_pixels(ds, np.sort(pool), size, cache), y(np.sort(pool)),
                           decode_pixels(ds, val, size, cache), y(val),
                           decode_pixels(ds, test, size, cache), y(test),
-                          trained_ids=[int(to_global[c]) for c in with_images]))
+                          trained_ids=[int(to_global[c]) for c in with_images], dataset=ds, test_indices=test))
     return tasks, names, templates

@@ -3,8 +3,9 @@
     prepare(pixels) = bb.forward_features(pixels, until=cut)     frozen, eval mode, cached as float16
     encode(x)       = forward_head(bb.forward_from(x, start=cut)) the stages after the cut + head conv, pooled (1280-d)
 
-Default cut "block10": at 64 px the cached activations are (112, 4, 4); blocks 11-15 (the last
-two MBConv stages) and the 1x1 head conv train. The frozen stages always run in eval mode, so their
+Default cut "block14": at 64 px the cached activations are (192, 2, 2); block 15 (the last MBConv
+stage, 192 -> 320) and the 1x1 head conv (320 -> 1280) train, about 1.1 M parameters and ~4 M
+multiply-adds per image (the cut "block10" also trains the 192-channel stage: ~2.7 M parameters). The frozen stages always run in eval mode, so their
 BatchNorm statistics stay ImageNet's. Weights and licence: genba.backbones.efficientnet.
 """
 
@@ -18,7 +19,7 @@ VARIANT = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "lite2"
 
 
 class LiteTrunkStudent(Student):
-    def __init__(self, variant: str = "lite0", image_size: int = 64, cut: str = "block10", pretrained: bool = True):
+    def __init__(self, variant: str = "lite0", image_size: int = 64, cut: str = "block14", pretrained: bool = True):
         super().__init__()
         from genba.backbones import load_backbone
 
