@@ -55,8 +55,11 @@ def test_cli_train_json_then_export_predict_and_add_class(tmp_path, two_tasks, c
 
 
 def test_name_only_class_is_in_the_label_space_and_scored(two_tasks, one_thread):
+    from genba.cvm.tasks import parse_stream
+
     specs = [TaskSpec(two_tasks[0], name_only=("yellow",)), TaskSpec(two_tasks[1]),
              TaskSpec(two_tasks[0], only=("yellow",), shots=3)]
+    assert parse_stream(f"{two_tasks[1]},{two_tasks[0]}[yellow]x3")[1] == specs[2]
     result = run_stream(_cfg(specs, loss="contrastive"))
     assert result["classes"][-1] == "yellow" and len(result["classes"]) == 6
     mtil = result["settings"]["mtil"]["accuracy_matrix"]

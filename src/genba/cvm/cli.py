@@ -13,7 +13,8 @@ def register_cli(commands, common) -> None:
     cvm = commands.add_parser("cvm", help="continual visual mapping: a small model trained into a frozen language model's concept space")
     sub = cvm.add_subparsers(dest="cvm_command", required=True)
     train = sub.add_parser("train", parents=[common], help="train a student continually over a stream of datasets")
-    train.add_argument("--stream", required=True, help="comma-separated datasets, in order (e.g. textile,animal-mnist)")
+    train.add_argument("--stream", required=True, help="comma-separated datasets, in order (e.g. textile,animal-mnist); "
+                       "name[c1|c2]xK = K images each of those classes (e.g. classes that entered by name only)")
     train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json)")
     train.add_argument("--student", default="small", choices=["small", "lite0", "lite1", "lite2"])
     train.add_argument("--head", default="concept", choices=["concept", "linear"], help="concept (CVM) or linear (cross-entropy baseline)")
@@ -74,7 +75,7 @@ def cmd_train(args) -> int:
     specs = parse_stream(args.stream)
     for item in args.name_only:
         dataset, sep, name = item.partition(":")
-        match = [i for i, s in enumerate(specs) if s.dataset == dataset]
+        match = [i for i, s in enumerate(specs) if s.dataset == dataset and not s.only]
         if not sep or not match:
             raise GenbaError(f"--name-only takes DATASET:CLASS with DATASET in the stream, got '{item}'")
         s = specs[match[0]]

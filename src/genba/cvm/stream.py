@@ -178,6 +178,7 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
                          "train_macs": int(rows_trained * fwd_macs * (3 + 2 * teacher))})
     out = {
         "stream": [t.name for t in tasks],
+        "control": None,
         "method": f"cvm-{loss}" if cfg.head == "concept" else "ce-head",
         "head": cfg.head, "student": cfg.student, "strategy": cfg.strategy, "seed": cfg.seed,
         "loss": loss, "loss_selection": selection,
@@ -195,6 +196,8 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
                             "imbalance": cfg.imbalance, "text_model": cfg.text_model, "concept_scale": getattr(objective.head, "scale", None)},
         "selected_on": ("loss: first task's validation split; everything else fixed in advance" if selection
                         else "fixed in advance (no selection)"),
+        "rows": {"train": [len(t.train_y) for t in tasks], "val": [len(t.val_y) for t in tasks],
+                 "test": [len(t.test_y) for t in tasks]},
         "wall_seconds": time.perf_counter() - start_all,
     }
     if out_dir is not None:

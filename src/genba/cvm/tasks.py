@@ -16,6 +16,7 @@ Pixels are decoded once by genba.cvm.pixels.resize_rgb and cached as uint8 in th
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,11 +65,28 @@ class Task:
         return self.spec.label
 
 
+_FEW = re.compile(r"^(?P<dataset>[^\[\]]+)\[(?P<classes>[^\]]+)\]x(?P<shots>\d+)$")
+
+
 def parse_stream(text: str) -> list[TaskSpec]:
+    """'a,b' -> tasks; 'name[c1|c2]xK' = only classes c1, c2 of dataset `name`, K training images each
+    (e.g. the first images of classes that entered the stream by name only)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise GenbaError("empty stream: pass --stream a,b (dataset names, see `genba datasets`)")
-    return [TaskSpec(n) for n in names]
+    specs = []
+    for name in names:
+        few = _FEW.match(name)
+        if few:
+            classes = tuple(c.strip() for c in few["classes"].split("|") if c.strip())
+            if int(few["shots"]) < 1 or not classes:
+                raise GenbaError(f"'{name}': use dataset[class|class]xK with K >= 1")
+            specs.append(TaskSpec(few["dataset"].strip(), only=classes, shots=int(few["shots"])))
+        elif "[" in name or "]" in name:
+            raise GenbaError(f"cannot read task '{name}': write dataset or dataset[class|class]xK")
+        else:
+            specs.append(TaskSpec(name))
+    return specs
 
 
 def _subsample(labels: np.ndarray, rows: np.ndarray, cap: int) -> np.ndarray:
