@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,9 +47,13 @@ def parse_args():
     p.add_argument("--strategies", default="none,replay,lwf,ewc")
     p.add_argument("--seeds", default="0,1,2", help="seeds of the small student (lite0 runs seed 0 only)")
     p.add_argument("--lite-seeds", default="0")
+    p.add_argument("--lite-strategies", default="none,replay", help="strategies of the lite0 student (its runs cost more)")
+    p.add_argument("--lite-max-train", type=int, default=1000, help="training images per task for lite0")
+    p.add_argument("--name-only-students", default="small")
     p.add_argument("--max-train", type=int, default=2000)
     p.add_argument("--max-test", type=int, default=500)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--report-only", action="store_true", help="rewrite cvm.md and the plots from the existing cvm.json")
     return p.parse_args()
 
 
@@ -119,7 +122,7 @@ def latency(objective, onnx_path: Path, images: list, threads: int = 1) -> dict:
 
 
 PEAK_SCRIPT = """
-import resource, sys, numpy as np
+import sys, numpy as np
 kind, path, model_dir, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
 if kind == "onnxruntime":
@@ -133,7 +136,7 @@ else:
     obj, _, _ = load_model_dir(model_dir)
     with torch.inference_mode():
         for _ in range(50): obj.head(obj.student(torch.from_numpy(x)))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)
 """
 
 
@@ -221,9 +224,38 @@ def plots(out: Path, summary_rows, runs, zs, latencies):
 
 
 # ---------------------------------------------------------------------------- main
+def conse_size_mb() -> float:
+    """The frozen VLM's on-device part: EfficientNet-Lite0 weights (incl. the ImageNet classifier) + the
+    (1000, 384) float32 ImageNet-name rows that ConSE mixes (MiniLM itself is not needed on the device)."""
+    from genba.backbones.efficientnet import weights_path
+
+    return Path(weights_path("efficientnet-lite0")).stat().st_size / 1e6 + 1000 * 384 * 4 / 1e6
+
+
+def finish(out: Path, payload: dict, students, strategies) -> None:
+    zs_row = {"label": "zero-shot conse", "head": "zero-shot", "onnx_mb": payload["zeroshot_size_mb"],
+              "train_macs_per_task": None}
+    for setting in ("mtil", "xtail"):
+        for name in METRICS:
+            zs_row[f"{setting}_{name}"] = payload["zeroshot_conse"][setting]["metrics"][name]
+    plots(out, payload["summary"] + [zs_row], payload["runs"], payload["zeroshot_conse"],
+          payload["export"]["latency_img_per_s"])
+    write_json(out / "cvm.json", payload)
+    (out / "cvm.md").write_text(report(payload, students, strategies))
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
+    if args.report_only:
+        out = Path(args.out)
+        payload = json.loads((out / "cvm.json").read_text())
+        payload.setdefault("zeroshot_size_mb", conse_size_mb())
+        students = list(dict.fromkeys(r["student"] for r in payload["summary"]))
+        strategies = list(dict.fromkeys(r["strategy"] for r in payload["summary"]))
+        finish(out, payload, students, strategies)
+        print(f"rewrote {out / 'cvm.md'} from cvm.json")
+        return
     wall = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,25 +265,29 @@ def main() -> None:
     strategies = [s for s in args.strategies.split(",") if s]
     runs, selections, exported, zs = [], {}, {}, None
     phases = {}
+    budgets = {}
     for student in students:
         t0 = time.perf_counter()
         size = DEFAULT_SIZE[student]
-        tasks, names, templates = build_tasks(stream, size, cache, max_train=args.max_train, max_test=args.max_test,
+        max_train = args.max_train if student == "small" else args.lite_max_train
+        budgets[student] = max_train
+        tasks, names, templates = build_tasks(stream, size, cache, max_train=max_train, max_test=args.max_test,
                                               val_per_class=30)
         bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
-        base = CVMConfig(stream=stream, student=student, max_train=args.max_train, max_test=args.max_test).resolved()
+        base = CVMConfig(stream=stream, student=student, max_train=max_train, max_test=args.max_test).resolved()
         loss, scale, center, selection = select_loss(base, tasks, bank, cache)
         selections[student] = selection
         print(f"[{student}] selected {selection['chosen']} on {selection['task']} validation", flush=True)
         if zs is None:
             zs = conse_zeroshot(tasks, bank, cache)
         seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
+        own = strategies if student == "small" else [s for s in args.lite_strategies.split(",") if s]
         for seed in seeds:
-            for strategy in strategies:
+            for strategy in own:
                 for head in ("concept", "linear"):
                     cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
                                     loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
-                                    max_train=args.max_train, max_test=args.max_test)
+                                    max_train=max_train, max_test=args.max_test)
                     result = run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))
                     if seed == seeds[0] and strategy == "replay":
                         exported[(student, head)] = result["_objective"], bank
@@ -266,8 +302,8 @@ def main() -> None:
     name_only_runs = []
     specs = [TaskSpec("animal-mnist"), TaskSpec("fashion-mnist", name_only=NAME_ONLY),
              TaskSpec("fashion-mnist", only=NAME_ONLY, shots=SHOTS)]
-    for student in students:
-        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=args.max_train,
+    for student in [s for s in args.name_only_students.split(",") if s in students]:
+        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=budgets[student],
                                               max_test=args.max_test, val_per_class=30)
         bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
         sel = selections[student]
@@ -276,7 +312,7 @@ def main() -> None:
             for head in ("concept", "linear"):
                 cfg = CVMConfig(stream=specs, student=student, head=head, strategy=strategy,
                                 loss=loss if head == "concept" else "ce", concept_scale=float(rest.split("+")[0]),
-                                center=rest.endswith("+centred"), max_train=args.max_train, max_test=args.max_test)
+                                center=rest.endswith("+centred"), max_train=budgets[student], max_test=args.max_test)
                 r = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
                 name_only_runs.append(r)
                 print(f"[name-only {student}] {head} {strategy}: mtil A[2][3] {r['settings']['mtil']['accuracy_matrix'][2][2]:.1f}",
@@ -353,20 +389,15 @@ def main() -> None:
                         row[f"{setting}_{name}"] = statistics.mean(metric_values(g, setting, name))
                         row[f"{setting}_{name}_pm"] = mean_std(metric_values(g, setting, name))
                 summary_rows.append(row)
-    zs_row = {"label": "zero-shot conse", "head": "zero-shot", "onnx_mb": None, "train_macs_per_task": None}
-    for setting in ("mtil", "xtail"):
-        for name in METRICS:
-            zs_row[f"{setting}_{name}"] = zs[setting]["metrics"][name]
-    plots(out, summary_rows + [zs_row], runs, zs, latencies)
     wall = time.perf_counter() - wall
-    payload = {"command": command_line(), "stream": STREAM, "wall_seconds": wall, "phases_seconds": phases,
+    payload = {"command": command_line(), "stream": STREAM, "wall_seconds": wall, "max_train": budgets, "phases_seconds": phases,
                "selection": selections, "runs": runs, "summary": summary_rows, "zeroshot_conse": zs,
                "name_only": {"rule": NAME_ONLY_RULE, "shots": SHOTS, "runs": name_only_runs},
                "imbalance": {"minor_rows_per_class": IMBALANCE, "major_share_per_task": major_share, "runs": imbalance_runs},
                "export": {"sizes": sizes, "latency_img_per_s": latencies, "peak_rss_mb": memory,
-                          "max_abs_logit_diff_ort_vs_torch": parity}}
-    write_json(out / "cvm.json", payload)
-    (out / "cvm.md").write_text(report(payload, students, strategies))
+                          "max_abs_logit_diff_ort_vs_torch": parity},
+               "zeroshot_size_mb": conse_size_mb()}
+    finish(out, payload, students, strategies)
     print(f"wrote {out / 'cvm.md'} in {wall:.0f} s")
 
 
@@ -374,8 +405,9 @@ def report(p: dict, students, strategies) -> str:
     lines = [f"# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
              f"Command: `{p['command']}`  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
              f"({', '.join(f'{k} {v:.0f} s' for k, v in p['phases_seconds'].items())}); torch and onnxruntime on 1 thread.", "",
-             f"Stream `{p['stream']}` (one order), at most 2000 training and 500 test images per task "
-             "(seeded, stratified, split seed 0 for every run); 30 validation images per class carved from train.",
+             f"Stream `{p['stream']}` (one order), at most {', '.join(f'{v} ({k})' for k, v in p['max_train'].items())} "
+             "training and 500 test images per task (seeded, stratified, split seed 0 for every run); 30 validation "
+             "images per class carved from train. Images at 32 px (small) / 64 px (lite0).",
              "Training (fixed in advance, both heads): AdamW lr 3e-3 (small) / 1e-3 (lite0), 6 epochs, batch 64, "
              "weight decay 1e-4, 5% warmup + cosine, clip 5; best epoch on the current task's validation split. "
              "Strategies: genba.continual's defaults, fixed in advance (replay: 500-row reservoir buffer; LwF: "
@@ -410,6 +442,8 @@ def report(p: dict, students, strategies) -> str:
     rows = [[r["label"], f"{r['parameters'] / 1e6:.3f} M", f"{r['trainable_parameters'] / 1e6:.3f} M",
              "-" if r["onnx_mb"] is None else f"{r['onnx_mb']:.2f}", f"{r['train_seconds_per_task']:.1f}",
              f"{r['train_macs_per_task'] / 1e9:.1f} G", f"{r['strategy_bytes'] / 1e6:.2f}"] for r in p["summary"]]
+    rows.append(["zero-shot conse (frozen VLM)", "4.652 M + 1000 x 384 rows", "0", f"{p['zeroshot_size_mb']:.2f} (PyTorch weights)",
+                 "0", "0", "0"])
     lines += [markdown_table(["method", "params", "trainable", "ONNX MB", "train s / task", "train MACs / task",
                               "strategy MB"], rows), "",
               "Training multiply-adds = 3 x (forward MACs of the trained part) x rows x epochs (+2x for LwF's teacher "
@@ -423,7 +457,8 @@ def report(p: dict, students, strategies) -> str:
     lines += [markdown_table(["model", "ONNX MB", "ORT img/s", "PyTorch img/s", "ORT / PyTorch", "ORT peak RSS MB",
                               "PyTorch peak RSS MB", "max |logit diff|"], rows), "",
               "300 Fashion-MNIST test images, batch 1, one thread, best of 3 passes; peak RSS of a fresh process "
-              "that loads the model and runs 50 images (the ORT process has torch blocked).", ""]
+              "that loads the model and runs 50 images (VmHWM; the ORT process has torch blocked, so this is the "
+              "whole torch-free predict path).", ""]
     lines += ["## Classes known only by name", "",
               f"Stream animal-mnist -> fashion-mnist with {', '.join(NAME_ONLY)} known by name only ({p['name_only']['rule']}) "
               f"-> those classes with {SHOTS} images each. Column 'name only' = accuracy on their test images after "
