@@ -61,5 +61,32 @@ def test_one_lora_per_task_keeps_the_earlier_one(clip, one_thread):
     first = {n: p.detach().clone() for n, p in learner.named_parameters() if ".task-0." in n}
     learner.add_task_adapter(1)
     assert all(".task-1." in n for n, p in learner.named_parameters() if p.requires_grad)
-    fit(learner, TensorData(x=pixels, y=y), TrainConfig(lr=1e-2, epochs=1, batch_size=6), progress=False)
+    ones = torch.ones(len(y), dtype=torch.long)
+    fit(learner, TensorData(x=pixels, y=y, task=ones), TrainConfig(lr=1e-2, epochs=1, batch_size=6), progress=False)
     assert all(torch.equal(p, first[n]) for n, p in learner.named_parameters() if n in first)
+    with torch.no_grad():  # task 0 still reads its own LoRA; an unknown task with no router entry reads frozen CLIP
+        joint, _ = clip.encode_image_with_visual(pixels)
+        unseen = learner.embed({"x": pixels, "task": -ones})
+        assert torch.allclose(unseen, joint, atol=1e-5)
+        assert not torch.allclose(learner.embed({"x": pixels, "task": 0 * ones}), joint, atol=1e-5)
+
+
+def test_cli_lora_stream_on_the_tiny_clip(clip, tmp_path, capsys, one_thread):
+    import json
+
+    from conftest import make_color_folder
+    from genba.cli import main
+
+    a = make_color_folder(tmp_path / "a", per_class=4)
+    b = make_color_folder(tmp_path / "b", per_class=4, seed=2)
+    for method in ("task-adapters", "lwf"):
+        out = tmp_path / f"{method}.json"
+        code = main(["continual", "--encoder", f"hf:{clip.directory}", "--stream", f"folder:{a},folder:{b}",
+                     "--method", method, "--setting", "xtail", "--lora", "2", "--control", "none", "--quiet",
+                     "--val-per-class", "1", "--set", "train.epochs=1", "--json", str(out)])
+        assert code == 0, capsys.readouterr().err
+        result = json.loads(out.read_text())
+        assert len(result["accuracy_matrix"]) == 3 and result["cost"]["trainable_parameters"] > 0
+    code = main(["continual", "--encoder", "tiny", "--stream", f"folder:{a},folder:{b}", "--method", "replay",
+                 "--lora", "2", "--control", "none", "--quiet"])
+    assert code == 2 and "--lora needs an hf: CLIP encoder" in capsys.readouterr().err

@@ -56,3 +56,14 @@ def test_no_import_goes_up_a_layer():
             if target != "genba" and layer(target) > layer(module):
                 violations.append(f"{module} -> {target}")
     assert not violations, "imports that go up a layer:\n" + "\n".join(violations)
+
+
+def test_one_training_loop():
+    """Only the engine back-propagates or steps an optimiser; everything else supplies objectives."""
+    callers = set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr in ("backward", "step", "zero_grad"):
+                callers.add(str(path.relative_to(SRC)))
+    assert callers == {"train/engine.py"}, f"training-loop calls outside the engine: {sorted(callers)}"

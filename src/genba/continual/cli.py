@@ -40,6 +40,9 @@ def register_cli(commands, common) -> None:
                    help="also train the trunk's stages after STAGE from cached activations, e.g. "
                         "efficientnet-lite0:block14 (the conse encoder's own network)")
     p.add_argument("--trunk-size", type=int, default=224, help="input size of the trunk activations (default 224)")
+    p.add_argument("--lora", type=int, default=None, metavar="RANK",
+                   help="train LoRA (peft) of this rank on an hf: CLIP image tower, on images (keep the stream "
+                        "small with --max-*-per-class)")
     p.add_argument("--val-per-class", type=int, default=16, help="validation rows per class carved from train")
     p.add_argument("--max-train-per-class", type=int, default=None, help="cap training rows per class (seeded)")
     p.add_argument("--max-test-per-class", type=int, default=None, help="cap test rows per class (seeded)")
@@ -125,12 +128,19 @@ def prepare(args):
     if args.resume and args.out is None:
         raise GenbaError("--resume needs --out (the directory of the run to continue)")
     encoder = load_encoder(args.encoder)
+    if args.lora is not None:
+        if args.lora < 1 or args.trunk:
+            raise GenbaError("--lora takes a rank >= 1 and does not combine with --trunk")
+        if getattr(encoder, "model_type", None) != "clip":
+            raise GenbaError(f"--lora needs an hf: CLIP encoder (--encoder hf:<clip dir>), not '{args.encoder}'")
+        spec.lora = (encoder, args.lora)
+        spec.validate()
     cache = None if args.no_cache else TensorCache(args.cache_dir)
     stream = build_stream(specs, encoder, cache, seed=args.seed, control=None if control is None else control[0],
                           val_per_class=args.val_per_class, max_train_per_class=args.max_train_per_class,
                           max_test_per_class=args.max_test_per_class, progress=not args.quiet, datasets=datasets,
-                          trunk=trunk)
-    reference = load_reference(encoder, cache, progress=not args.quiet, trunk=trunk)
+                          trunk=trunk, pixels=encoder if args.lora else None)
+    reference = load_reference(encoder, cache, progress=not args.quiet, trunk=trunk, pixels=bool(args.lora))
     return stream, reference, spec
 
 

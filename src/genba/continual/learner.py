@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genba.errors import GenbaError
-from genba.train import Objective
+from genba.continual.strategies.base import ContinualObjective
 
 SCALE = 100.0  # CLIP's logit scale (genba.zeroshot.LOGIT_SCALE)
 
@@ -203,7 +203,7 @@ class TipCache(nn.Module):
         return self.keys.numel() * self.keys.element_size() + self.labels.numel() * 8
 
 
-class Learner(Objective):
+class Learner(ContinualObjective):
     """The ContinualObjective of genba.continual on cached (visual, joint) features.
 
     Args:

@@ -44,6 +44,7 @@ from genba.train import TensorData, TrainConfig, fit
 
 SETTINGS = ("mtil", "xtail")
 LEARNER_FILE = "learner.safetensors"
+LORA_UNSUPPORTED = ("memory", "moe-adapters")
 SELECTIONS = ("fixed", "first-task")
 LR_GRID = (1e-4, 1e-3, 1e-2)
 DEFAULT_TRAIN = TrainConfig(lr=1e-3, epochs=5, batch_size=64, weight_decay=0.0, warmup=0.1, clip_norm=1.0)
@@ -62,12 +63,18 @@ class ContinualSpec:
     trunk: tuple | None = None
     """(backbone, stage, image_size): train the trunk's stages after `stage` too (variant b); the
     stream must then be built with the same trunk."""
+    lora: tuple | None = None
+    """(hf CLIP encoder, rank): LoRA through peft on the image tower (variant c); the stream and
+    the reference must then carry pixels (build_stream(pixels=encoder))."""
 
     def validate(self) -> None:
         make_config(self.method, self.hyperparameters)  # unknown method / hyperparameter -> GenbaError
         bad = [s for s in self.settings if s not in SETTINGS]
         if bad or not self.settings:
             raise GenbaError(f"unknown setting {', '.join(bad) or '(none)'}: choose {' or '.join(SETTINGS)}")
+        if self.lora is not None and self.method in LORA_UNSUPPORTED:
+            raise GenbaError(f"method '{self.method}' works on cached features, not with --lora; "
+                             f"use one of the others (not {', '.join(LORA_UNSUPPORTED)})")
         if self.select not in SELECTIONS:
             raise GenbaError(f"unknown selection '{self.select}': choose {' or '.join(SELECTIONS)}")
         if not isinstance(self.train, TrainConfig):
@@ -142,9 +149,15 @@ def load_learner_state(path: Path) -> dict:
 
 
 
-def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: tuple | None = None) -> Learner:
-    """The zero-shot-initialised learner; with trunk = (backbone, stage, size) variant (b)."""
-    if trunk is not None:
+def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: tuple | None = None,
+                 lora: tuple | None = None) -> Learner:
+    """The zero-shot-initialised learner; with trunk = (backbone, stage, size) variant (b), with
+    lora = (hf CLIP encoder, rank) variant (c)."""
+    if lora is not None:
+        from genba.continual.peft_lora import LoraCLIPLearner
+
+        learner = LoraCLIPLearner(lora[0], stream.text, r=lora[1], alpha=2.0 * lora[1])
+    elif trunk is not None:
         from genba.continual.trunk import TrunkLearner
 
         learner = TrunkLearner(stream.text, trunk[0], trunk[1], reference.visual, hidden=hidden)
@@ -164,7 +177,7 @@ def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tupl
     """train.lr from LR_GRID by the first task's validation accuracy (trained on the first task only)."""
     table = []
     for lr in LR_GRID:
-        learner = make_learner(stream, reference, spec.hidden, spec.trunk)
+        learner = make_learner(stream, reference, spec.hidden, spec.trunk, spec.lora)
         strategy = make_strategy(spec.method, **spec.hyperparameters)
         first = stream.tasks[0]
         learner.set_known(first.num_classes)
@@ -196,7 +209,8 @@ def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, 
     if spec.select == "first-task" and strategy.trains:
         lr, selection = select_lr(stream, reference, spec)
         train, selected_on = train.replace(lr=lr), "first-task validation (train.lr)"
-    learner = make_learner(stream, reference, spec.hidden, spec.trunk)
+    learner = make_learner(stream, reference, spec.hidden, spec.trunk, spec.lora)
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch's one-off optimiser import, kept out of the cost
     probes = {s: probe_set(stream, spec.probe_per_task, s) for s in spec.settings}
     matrices = {s: [evaluate(learner, stream, s)] for s in spec.settings}
     drifts = {s: [drift(learner, probes[s])] for s in spec.settings}

@@ -79,7 +79,7 @@ class Reference:
 
 
 def load_reference(encoder: Encoder, cache: TensorCache | None, *, crops: int = 256, progress: bool = False,
-                   trunk: tuple | None = None) -> Reference:
+                   trunk: tuple | None = None, pixels: bool = False) -> Reference:
     """Reference features (or, with `trunk` = (backbone, stage, size), trunk activations as `visual`)."""
     from genba.encoders.conse import imagenet_classnames
 
@@ -93,4 +93,8 @@ def load_reference(encoder: Encoder, cache: TensorCache | None, *, crops: int = 
         from genba.continual.stream import trunk_activations
 
         visual = trunk_activations(trunk, dataset, "train", features.indices.numpy(), cache, progress).float()
+    elif pixels:  # the LoRA learner reads images
+        from genba.continual.stream import image_pixels
+
+        visual = image_pixels(encoder, dataset, features.indices.numpy())
     return Reference(visual, features.image.float(), vocab.float())

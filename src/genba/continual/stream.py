@@ -154,7 +154,7 @@ def _check_finite(task: str, features: Features, split: str) -> None:
 
 def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | None, offset: int, *, seed: int,
                val_per_class: int, max_train_per_class: int | None, max_test_per_class: int | None,
-               progress: bool = False, trunk: tuple | None = None) -> Task:
+               progress: bool = False, trunk: tuple | None = None, pixels=None) -> Task:
     C = dataset.num_classes
     classes = list(spec.classes) if spec.classes is not None else list(range(C))
     bad = [c for c in classes if not 0 <= c < C]
@@ -183,7 +183,11 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
 
     def part(split: str, idx: np.ndarray) -> Features:
         f = feats[split].subset(feats[split].rows_of(idx))
-        visual = f.visual if trunk is None else trunk_activations(trunk, dataset, split, idx, cache, progress)
+        visual = f.visual
+        if trunk is not None:
+            visual = trunk_activations(trunk, dataset, split, idx, cache, progress)
+        elif pixels is not None:
+            visual = image_pixels(pixels, dataset, idx)
         return Features(f.image, visual, torch.as_tensor(local[f.labels.numpy()]), f.indices)
 
     return Task(spec.name, [dataset.classnames[c] for c in classes], offset, text_all[classes].float(),
@@ -193,11 +197,13 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
 def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | None, *, seed: int = 0,
                  control: TaskSpec | None = None, val_per_class: int = 16, max_train_per_class: int | None = None,
                  max_test_per_class: int | None = None, progress: bool = False, datasets: dict | None = None,
-                 trunk: tuple | None = None) -> Stream:
+                 trunk: tuple | None = None, pixels=None) -> Stream:
     """Load every task (and the control) and check the stream before anything is trained.
 
     trunk: (backbone, stage, image_size) for learner variant (b): each task's `visual` then holds
-    the backbone's cached activations after `stage` for exactly its rows (genba.backbones)."""
+    the backbone's cached activations after `stage` for exactly its rows (genba.backbones).
+    pixels: an encoder; each task's `visual` then holds its rows' preprocessed images (for the LoRA
+    learner on hf: CLIP, which trains on images; keep the stream small with the caps)."""
     datasets = dict(datasets or {})
 
     def dataset(name: str):
@@ -220,7 +226,7 @@ def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | N
             raise GenbaError(f"the control task '{control.name}' shares classes with the stream: "
                              "it must never enter the stream; choose another --control")
     kwargs = dict(seed=seed, val_per_class=val_per_class, max_train_per_class=max_train_per_class,
-                  max_test_per_class=max_test_per_class, progress=progress, trunk=trunk)
+                  max_test_per_class=max_test_per_class, progress=progress, trunk=trunk, pixels=pixels)
     tasks, offset = [], 0
     for spec in specs:
         task = build_task(spec, dataset(spec.dataset), encoder, cache, offset, **kwargs)
@@ -241,3 +247,8 @@ def trunk_activations(trunk: tuple, dataset, split: str, idx: np.ndarray, cache:
     acts = extract_activations(backbone, subset, name, stage=stage, image_size=size, cache=cache, progress=progress)
     position = {int(i): r for r, i in enumerate(acts.indices.tolist())}
     return acts.x[torch.as_tensor([position[int(i)] for i in np.asarray(idx)], dtype=torch.long)]
+
+
+def image_pixels(encoder: Encoder, dataset, idx: np.ndarray) -> torch.Tensor:
+    """(N, 3, H, W) images of dataset indices `idx`, preprocessed by the encoder."""
+    return torch.stack([encoder.preprocess(dataset.image(int(i))) for i in np.asarray(idx)])

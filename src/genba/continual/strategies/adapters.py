@@ -40,6 +40,9 @@ class PerTaskAdapters(Strategy):
     config_cls = TaskAdaptersConfig
 
     def begin_task(self, objective, task_index: int) -> None:
+        if hasattr(objective, "add_task_adapter"):  # e.g. LoRA through peft: one peft adapter per task
+            objective.add_task_adapter(task_index)
+            return
         if not isinstance(objective.delta, TaskAdapters):
             objective.delta = TaskAdapters(objective.dim_visual, objective.dim, int(self.config.hidden),
                                            self.config.quantile)
@@ -52,7 +55,10 @@ class PerTaskAdapters(Strategy):
             keep = rows["task"] == task_index
             rows = {k: v[keep] for k, v in rows.items()}
         with torch.no_grad():
-            objective.delta.router.add_task(objective.visual(rows), rows["y"], task_index)
+            if hasattr(objective, "add_task_adapter"):
+                objective.router.add_task(objective.base_features(rows), rows["y"], task_index)
+            else:
+                objective.delta.router.add_task(objective.visual(rows), rows["y"], task_index)
 
     def extra_bytes(self) -> int:
         return 0  # adapters and router are counted in the learner's bytes

@@ -15,22 +15,22 @@ learner (buffers, Fisher, snapshots, caches).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar
 
 import torch
 
 from genba.errors import GenbaError
 from genba.registry import Registry
-from genba.train import Callback, TensorData, TrainData
+from genba.train import Callback, Objective, TensorData, TrainData
 
 
-@runtime_checkable
-class ContinualObjective(Protocol):
-    """What strategies need from a model (see the package docstring)."""
+class ContinualObjective(Objective):
+    """What strategies need from a model (see the package docstring): an engine Objective whose
+    forward(batch) is the task loss and logits(batch) -> (B, C) the logits over the classes known
+    so far (global class order). Strategies only duck-type these, so subclassing is optional."""
 
-    def forward(self, batch: dict) -> torch.Tensor: ...
-
-    def logits(self, batch: dict) -> torch.Tensor: ...
+    def logits(self, batch: dict) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 @dataclass
