@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genba.continual.strategies.base import ContinualObjective
 from genba.errors import GenbaError
-from genba.train import Objective
 
 LOSSES = ("contrastive", "cosine", "ce")
 
@@ -36,7 +36,7 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
-class StreamObjective(Objective):
+class StreamObjective(ContinualObjective):
     """student.encode -> head -> loss over the known classes (see module docstring).
 
     The ContinualObjective contract: logits(batch) -> (B, known), forward(batch) = task loss.
