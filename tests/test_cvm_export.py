@@ -81,8 +81,6 @@ def test_predict_module_runs_with_torch_blocked(exported):
     _check_lines(done.stdout, expected)
 
 
-@pytest.mark.xfail(strict=True, reason="genba.cli imports every feature CLI, and genba/continual/__init__.py imports "
-                                       "torch eagerly (its strategies); passes once that __init__ is lazy")
 def test_genba_cli_predict_runs_with_torch_blocked(exported):
     onnx_path, images, expected = exported
     done = _run_without_torch("from genba.cli import main\n"

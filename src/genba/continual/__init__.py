@@ -35,6 +35,16 @@ Strategies only use this interface, so any model that implements it gets replay,
 L2 and the rest without change.
 """
 
-from genba.continual.strategies import Strategy, make_strategy, strategy_names
+
+
+def __getattr__(name: str):
+    # Lazy, so that `genba.cli` (which imports genba.continual.cli) loads no torch: `genba predict`
+    # runs on onnxruntime alone.
+    if name in ("Strategy", "make_strategy", "strategy_names"):
+        from genba.continual import strategies
+
+        return getattr(strategies, name)
+    raise AttributeError(f"module 'genba.continual' has no attribute {name!r}")
+
 
 __all__ = ["Strategy", "make_strategy", "strategy_names"]
