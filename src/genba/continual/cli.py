@@ -89,7 +89,7 @@ def prepare(args):
     from genba.cache import TensorCache
     from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec
     from genba.continual.reference import load_reference
-    from genba.continual.stream import TaskSpec, build_stream, parse_stream
+    from genba.continual.stream import build_stream, parse_stream
     from genba.data import load_dataset
     from genba.encoders import load_encoder
     from genba.errors import GenbaError

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genba.errors import GenbaError
-from genba.continual.strategies.base import ContinualObjective
+from genba.continual.objective import ContinualObjective
 
 SCALE = 100.0  # CLIP's logit scale (genba.zeroshot.LOGIT_SCALE)
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from genba.errors import GenbaError
 from genba.continual.learner import TaskRouter
-from genba.continual.strategies.base import ContinualObjective
+from genba.continual.objective import ContinualObjective
 
 SCALE = 100.0
 TARGETS = ("q_proj", "v_proj")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from genba.continual.strategies.base import ContinualObjective
+from genba.continual.objective import ContinualObjective
 from genba.errors import GenbaError
 
 LOSSES = ("contrastive", "cosine", "ce")

@@ -21,16 +21,8 @@ import torch
 
 from genba.errors import GenbaError
 from genba.registry import Registry
-from genba.train import Callback, Objective, TensorData, TrainData
-
-
-class ContinualObjective(Objective):
-    """What strategies need from a model (see the package docstring): an engine Objective whose
-    forward(batch) is the task loss and logits(batch) -> (B, C) the logits over the classes known
-    so far (global class order). Strategies only duck-type these, so subclassing is optional."""
-
-    def logits(self, batch: dict) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+from genba.continual.objective import ContinualObjective  # noqa: F401  (re-exported with the strategies)
+from genba.train import Callback, TensorData, TrainData
 
 
 @dataclass

@@ -15,7 +15,6 @@ at the end of the task.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
