@@ -24,7 +24,7 @@ from genba.memory.dynamic import DynamicMemory
 from genba.memory.guard import GuardOptions
 from genba.memory.read import entropy, l2_normalize
 from genba.methods.base import Method
-from genba.methods.config import fraction, non_negative, positive
+from genba.methods.config import fraction, in_range, non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.views import confident_views
 
@@ -60,6 +60,7 @@ class TDAConfig(GuardOptions):
         positive(self, "pos_capacity", "neg_capacity", "pos_beta", "neg_beta", "scale")
         non_negative(self, "pos_alpha", "neg_alpha")
         fraction(self, "view_keep")
+        in_range(self, "neg_entropy_lower", "neg_entropy_upper", "mask_lower", "mask_upper")
         self.make_guard()  # validates the guard fields
 
 
