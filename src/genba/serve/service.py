@@ -183,6 +183,8 @@ class Service:
 
     def inspect(self, memory_id: str, recent: int = 20) -> dict:
         memory = self.live(memory_id)
+        with memory.lock:
+            memory.refresh()
         spec = memory.spec
         return {"id": memory_id, "name": spec.name, "encoder": spec.encoder, "method": spec.method,
                 "hyperparameters": spec.hyperparameters, "classnames": spec.classnames, "templates": spec.templates,

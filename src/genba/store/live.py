@@ -141,8 +141,8 @@ class LiveMemory:
             self.spec, self.method, self.version, self.broken = spec, method, version, broken
 
     def refresh(self) -> None:
-        """Reload if another writer changed the memory in the store."""
-        if self.store.version(self.id) != self.version:
+        """Reload if another writer changed the memory in the store (or the last rebuild failed)."""
+        if self.broken or self.store.version(self.id) != self.version:
             self.rebuild()
 
     # -------------------------------------------------------------------------------- writes
