@@ -310,28 +310,48 @@ def test_no_request_gets_a_5xx(tmp_path):
                                   lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                                   max_leaves=8)
 
+        def typed(prop):
+            """Values of the property's JSON type, extremes included (beyond 64 bits, non-finite, odd text)."""
+            options = prop.get("anyOf", [prop])
+            out = []
+            for o in options:
+                kind = o.get("type")
+                if kind == "integer":
+                    out.append(st.integers(-2**70, 2**70) | st.sampled_from([0, 1, 2**63, 2**64, -2**63 - 1, 10**30]))
+                elif kind == "number":
+                    out.append(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2**70, 2**70))
+                elif kind == "string":
+                    out.append(st.text(max_size=20) | st.sampled_from(["{} {x}", "{}{0}", "{.__class__}", "\u00b2", "{}"]))
+                elif kind == "array":
+                    out.append(st.lists(typed(o.get("items", {})), max_size=4))
+                elif kind == "object":
+                    out.append(st.dictionaries(st.sampled_from(["capacity", "beta", "b_dyn", "stream_batch", "x"]),
+                                               st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=4), max_size=3))
+                else:
+                    out.append(json_value)
+            return st.one_of(*out)
+
         def body_for(op):
             content = op.get("requestBody", {}).get("content", {})
             if "application/json" not in content:
                 return st.none()
             ref = content["application/json"]["schema"].get("$ref", "")
-            model = components.get(ref.rsplit("/", 1)[-1], {})
-            props = model.get("properties", {})
-            field = st.sampled_from(sorted(props)) if props else st.text(max_size=8)
-            shaped = st.dictionaries(field, json_value, max_size=len(props) + 1)
-            return st.one_of(shaped, json_value)
+            props = components.get(ref.rsplit("/", 1)[-1], {}).get("properties", {})
+            shaped = st.fixed_dictionaries({}, optional={k: typed(v) | json_value for k, v in props.items()})
+            full = st.fixed_dictionaries({k: typed(v) for k, v in props.items()})
+            base = {"classnames": ["a", "b"], "encoder": "tiny"} if "classnames" in props else {}
+            near_valid = shaped.map(lambda d: {**base, **d})  # mostly-valid bodies reach the service's own checks
+            return st.one_of(near_valid, full.map(lambda d: {**d, **{k: v for k, v in base.items() if k not in d}}),
+                             shaped, json_value)
 
         labels = st.lists(st.sampled_from(list(COLORS)) | st.text(max_size=6), max_size=3)
         image = st.sampled_from([png(COLORS["red"]), b"\x89PNG\r\n\x1a\nbroken", b"", b"GIF89a"]) | st.binary(max_size=64)
-        ids = st.sampled_from([memory_id, "0000000000000000", "x" * 16, "../etc", "%00"])
+        # weighted towards the real memory and valid tokens, so most examples reach the routes' own checks
+        ids = st.sampled_from([memory_id] * 2 + ["0000000000000000", "x" * 16, "../etc", "%00"])
         tokens = st.sampled_from([auth, ADMIN, {}, {"Authorization": "Bearer " + "y" * 40}, {"Authorization": "Basic a"}])
 
-        @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-        @given(st.sampled_from(routes), st.data())
-        def check(route, data):
+        def send(route, data, url, headers):
             path, method, op = route
-            url = path.replace("{memory_id}", data.draw(ids))
-            headers = data.draw(tokens)
             kwargs = {}
             if "multipart/form-data" in op.get("requestBody", {}).get("content", {}):
                 n = data.draw(st.integers(0, 3))
@@ -341,12 +361,30 @@ def test_no_request_gets_a_5xx(tmp_path):
                 kwargs["data"] = {"labels": data.draw(labels), "update": data.draw(st.sampled_from(["true", "no", "?"]))}
             elif method == "post":
                 kwargs["content"] = json.dumps(data.draw(body_for(op))).encode()
-                headers = {**headers, "Content-Type": data.draw(st.sampled_from(["application/json", "text/plain"]))}
+                headers = {**headers, "Content-Type": data.draw(st.sampled_from(["application/json"] * 5 + ["text/plain"]))}
             elif "{memory_id}/writes" in path:
                 kwargs["params"] = {"limit": data.draw(st.sampled_from(["5", "-3", "9" * 30, "x"]))}
-            r = c.request(method.upper(), url, headers=headers, **kwargs)
+            r = c.request(method.upper(), url, headers=headers, **kwargs)  # a server exception fails here too
             assert r.status_code < 500, (method, url, kwargs, r.status_code, r.text[:300])
 
-        check()
+        def budget(n):
+            return settings(max_examples=n, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+
+        @budget(80)
+        @given(st.sampled_from(routes), st.data())
+        def any_request(route, data):  # every route, any token, any id
+            send(route, data, route[0].replace("{memory_id}", data.draw(ids)), data.draw(tokens))
+
+        json_routes = [r for r in routes if "application/json" in r[2].get("requestBody", {}).get("content", {})]
+        upload_routes = [r for r in routes if "multipart/form-data" in r[2].get("requestBody", {}).get("content", {})]
+
+        @budget(120)
+        @given(st.sampled_from(json_routes * 3 + upload_routes), st.data())
+        def authorised_request(route, data):  # the right token: the body reaches the route's own checks
+            headers = ADMIN if "{memory_id}" not in route[0] else data.draw(st.sampled_from([auth, ADMIN]))
+            send(route, data, route[0].replace("{memory_id}", memory_id), headers)
+
+        any_request()
+        authorised_request()
         assert app.state.service.store.check() == []
     app.state.service.close()
