@@ -77,7 +77,7 @@ class AdaptSpec:
 class PreparedData:
     """Cached features of one dataset, split for one seed."""
 
-    classifier: torch.Tensor  # (C, Dt)
+    classifier: torch.Tensor | None  # (C, Dt); None for a vision-only encoder (no text tower)
     train: Features
     test: Features
     centre: torch.Tensor | None  # (Dv,) mean visual feature of the train split
@@ -87,7 +87,8 @@ def prepare(encoder: Encoder, dataset, *, cache: TensorCache | None, progress: b
     """Features of train and test and the text classifier (all from the cache when present)."""
     train = extract_features(encoder, dataset, "train", cache=cache, progress=progress)
     test = extract_features(encoder, dataset, "test", cache=cache, progress=progress)
-    classifier = cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+    classifier = (cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+                  if getattr(encoder, "has_text", True) else None)
     centre = None if train.visual is None else train.visual.mean(dim=0)
     return PreparedData(classifier, train, test, centre)
 
@@ -128,10 +129,14 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
               data: PreparedData | None = None, progress: bool = True) -> dict:
     """Run one method on one dataset split as the module docstring describes; returns the result dict."""
     spec.validate()
+    if not getattr(encoder, "has_text", True) and not get_method(spec.method).works_without_text():
+        able = [n for n in method_names() if get_method(n).works_without_text()]
+        raise GenbaError(f"method '{spec.method}' needs class text features, but encoder '{encoder.name}' is vision-only "
+                         f"(no text tower); use one of: {', '.join(able)}")
     data = data or prepare(encoder, dataset, cache=cache, progress=progress)
     pool, val_idx = train_val_split(dataset, val_per_class=spec.val_per_class, seed=spec.seed)
     val = data.train.subset(_rows(data.train, val_idx))
-    fit_args: dict = {"text_classifier": data.classifier}
+    fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
     if spec.shots > 0:
         support = data.train.subset(_rows(data.train, sample_few_shot(dataset, pool, spec.shots, spec.seed)))
         fit_args.update(support=_feats(support, spec.space, data.centre), labels=support.labels)

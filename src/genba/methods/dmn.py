@@ -12,6 +12,8 @@ For each test query q, in stream order:
   4. P = softmax(text) + b_dyn softmax(dynamic) + b_static softmax(static), divided by
      1 + b_dyn + b_static so rows sum to one (the argmax is the paper's).
 When the memories live in a separate cache space (visual features) the text rows are left out.
+Without any text classifier (a vision-only encoder, `fit(None, ..., num_classes=C)`), the static
+memory's prediction takes the text classifier's place as the pseudo-labeller (`_step_without_text`).
 The reference code grid-searches b_dyn and b_static on test labels; genba fixes both at 1.0
 (the value those searches pick most often in the released logs) or selects them on validation.
 `stream_batch` > 1 writes a batch of queries before reading them: faster, and an approximation
@@ -113,6 +115,8 @@ class DMNZeroShot(Method):
     def _step(self, qj: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
         """One stream step for b queries: (b, V, Dt), (b, V, Dc) -> (b, C) fused probabilities."""
         cfg = self.config
+        if self.text is None:
+            return self._step_without_text(qc)
         text_v = self.text_logits_of(qj)  # (b, V, C)
         p, _ = confident_views(text_v.softmax(-1), cfg.view_keep)  # (b, C)
         labels, h, admit = self.guard.pseudo_labels(p)
@@ -123,6 +127,22 @@ class DMNZeroShot(Method):
         if b_static:
             probs = probs + b_static * self.read(self.static, x).softmax(-1)
         return probs / (1.0 + cfg.b_dyn + b_static)
+
+    def _step_without_text(self, qc: torch.Tensor) -> torch.Tensor:
+        """A vision-only encoder (no text logits): the static memory's softmax of the kept views
+        gives the pseudo-label that writes the dynamic memory, and the prediction is
+        (b_dyn softmax(dynamic) + b_static softmax(static)) / (b_dyn + b_static) (static alone if both are 0)."""
+        cfg = self.config
+        b, V, D = qc.shape
+        static_v = self.read(self.static, qc.reshape(b * V, D)).view(b, V, -1).softmax(-1)  # (b, V, C)
+        p, _ = confident_views(static_v, cfg.view_keep)
+        labels, h, admit = self.guard.pseudo_labels(p)
+        x = qc[:, 0]
+        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
+        weights = cfg.b_dyn + cfg.b_static
+        if weights <= 0:
+            return static_v[:, 0]
+        return (cfg.b_dyn * self.read(self.dynamic, x).softmax(-1) + cfg.b_static * static_v[:, 0]) / weights
 
     # hooks the trained variant overrides with its learned biases
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
@@ -141,3 +161,4 @@ class DMNTrainingFree(DMNZeroShot):
     config_cls = DMNTFConfig
     needs_support = True
     uses_support = True
+    text_optional = True  # vision-only encoders: static memory + dynamic memory, text logits absent

@@ -4,7 +4,8 @@
 with K (N, D) the support features (the mean of a support image's views, renormalised, as
 Tip-Adapter's cache averages its augmentation epochs) and L (N, C) their one-hot labels.
 The paper's fixed values are alpha = 1, beta = 5.5; `select_on_val` searches them on a
-validation split instead of on test as the reference code's search does.
+validation split instead of on test as the reference code's search does. Without a text
+classifier (a vision-only encoder) the text logits are absent and the cache logits decide.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TipAdapter(Method):
 
     config_cls = TipAdapterConfig
     needs_support = True
+    text_optional = True  # vision-only encoders: the cache logits alone
 
     def _fit(self, sj, sc, y, val) -> None:
         self.keys = l2_normalize(sc.mean(1))  # (N, Dc)
