@@ -41,7 +41,12 @@ def top1(probs, y):
 def test_registry_and_config_errors():
     assert method_names() == ["zeroshot", "tip-adapter", "tip-adapter-f", "tda", "dmn-zs", "dmn-tf", "dmn"]
     assert make_config("tip-adapter").alpha == 1.0 and make_config("tip-adapter").beta == 5.5
-    assert make_config("tip-adapter-f").epochs == 20 and make_config("tip-adapter-f").lr == 1e-3
+    assert make_config("tip-adapter-f").train.epochs == 20 and make_config("tip-adapter-f").train.lr == 1e-3
+    assert make_config("dmn", {"train.lr": 5e-4}).train.lr == 5e-4 and make_config("dmn").train.min_lr == 1e-7
+    with pytest.raises(GenbaError, match="takes no train"):
+        make_config("tip-adapter", {"train.lr": 1e-3})
+    with pytest.raises(GenbaError, match="unknown training setting"):
+        make_config("dmn", {"train.learning_rate": 1e-3})
     assert make_config("dmn-tf", {"beta": 3}).beta == 3.0
     with pytest.raises(GenbaError, match="valid: alpha, beta"):
         make_config("tip-adapter", {"alpah": 1})
@@ -81,7 +86,7 @@ def test_tip_adapter_logits_match_formula():
 
 def test_tip_adapter_f_trains_keys_only():
     text, (sx, sy), (vx, vy), _ = problem(seed=1)
-    m = create_method("tip-adapter-f", epochs=5)
+    m = create_method("tip-adapter-f", **{"train.epochs": 5})
     m.fit(text, Feats(sx), sy, val=(Feats(vx), vy))
     assert not torch.allclose(m.keys, N_(sx)) and torch.allclose(m.text, text)
     assert torch.isfinite(m.predict_stream(Feats(vx))).all()
@@ -129,7 +134,7 @@ def test_dmn_fusion_of_last_query(name):
 
 def test_dmn_trained_starts_as_dmn_tf_and_learns_biases():
     text, (sx, sy), _, (tx, _) = problem(n=30)
-    tf, dmn = create_method("dmn-tf", memory_dtype="float32"), create_method("dmn", epochs=3, memory_dtype="float32")
+    tf, dmn = create_method("dmn-tf", memory_dtype="float32"), create_method("dmn", train={"epochs": 3}, memory_dtype="float32")
     tf.fit(text, Feats(sx), sy)
     dmn.fit(text, Feats(sx), sy)
     assert all(p.abs().sum() > 0 for p in dmn.biases.parameters())
@@ -142,7 +147,7 @@ def test_dmn_trained_starts_as_dmn_tf_and_learns_biases():
 def test_dmn_trained_incremental_keys_equal_a_full_recompute():
     """The trained DMN caches its biased dynamic keys/values and refreshes only written classes."""
     text, (sx, sy), _, (tx, _) = problem(n=60)
-    dmn = create_method("dmn", epochs=3)
+    dmn = create_method("dmn", **{"train.epochs": 3})
     dmn.fit(text, Feats(sx), sy)
     dmn.predict_stream(Feats(tx[:30]))  # fills the cache as the stream writes
     dmn.predict_stream(Feats(tx[30:]))

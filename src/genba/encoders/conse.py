@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 
-import numpy as np
 import torch
 from PIL import Image
 
+from genba.backbones.base import resize_centre_crop
 from genba.encoders import register_encoder
 from genba.encoders.base import Encoder, file_sha256, l2_normalize
 from genba.errors import GenbaError
@@ -145,16 +145,7 @@ class ConseEncoder(Encoder):
     # ---- protocol ------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize the short side to 224 (bicubic), centre-crop 224x224, scale to [-1, 1]."""
-        size = self.options.image_size
-        image = image.convert("RGB")
-        width, height = image.size
-        scale = size / min(width, height)
-        image = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
-        width, height = image.size
-        left, top = (width - size) // 2, (height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0  # (H, W, 3)
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
+        return resize_centre_crop(image, self.options.image_size)
 
     @torch.inference_mode()
     def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,39 +8,38 @@ zero at start so the untrained model is exactly dmn-tf:
     text    t_c = normalize(t_c + b_t[c])
 Loss: cross-entropy of the static-memory logits + cross-entropy of the text logits on the
 support set, AdamW (lr 1e-4, weight decay 1e-4, eps 1e-8), cosine schedule to 1e-7, 20 epochs,
-batches of min(128, N), one view per support image per epoch. The same biases then apply to
-the dynamic memory's reads at test time. The last epoch is kept (no selection on test).
+batches of min(128, N), one view per support image per step, through genba's one training
+engine (`--set train.lr=...`). The same biases then apply to the dynamic memory's reads at
+test time. The last epoch is kept (no selection on test).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from genba.memory.read import l2_normalize, memory_read
-from genba.methods.config import positive
 from genba.methods.dmn import DMNTFConfig, DMNTrainingFree
 from genba.methods.registry import register_method
+from genba.methods.training import SupportData, check_train
+from genba.train import Objective, TrainConfig, fit
+
+
+def _reference_training() -> TrainConfig:
+    return TrainConfig(lr=1e-4, epochs=20, batch_size=128, weight_decay=1e-4, eps=1e-8, min_lr=1e-7)
 
 
 @dataclass
 class DMNConfig(DMNTFConfig):
-    lr: float = 1e-4
-    """Learning rate of AdamW (reference default 1e-4)."""
-    epochs: int = 20
-    """Training epochs (reference default 20)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
-    batch_size: int = 128
-    """Mini-batch size (min(128, N) in the reference code)."""
-    seed: int = 0
-    """Seed of the shuffling and view sampling."""
+    train: TrainConfig = field(default_factory=_reference_training)
+    """Training settings (reference: AdamW lr 1e-4, weight decay 1e-4, 20 epochs, batch min(128, N),
+    cosine to 1e-7)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "lr", "epochs", "batch_size")
+        check_train(self)
 
 
 class DMNBiases(nn.Module):
@@ -55,6 +54,20 @@ class DMNBiases(nn.Module):
         self.t = nn.Parameter(torch.zeros(num_classes, joint_dim))
 
 
+class BiasObjective(Objective):
+    """CE(static-memory logits) + CE(text logits) of one random view per support image."""
+
+    def __init__(self, method: "DMNTrained", support: SupportData) -> None:
+        super().__init__()
+        self.method, self.support = method, support
+        self.biases = DMNBiases(method.num_classes, support.sc.shape[2], support.sj.shape[2])
+
+    def forward(self, batch) -> torch.Tensor:
+        sj, sc, y = self.support.one_view(batch["i"])
+        loss = nn.functional.cross_entropy(self.method.read(self.method.static, sc), y)
+        return loss + nn.functional.cross_entropy(self.method.text_logits_of(sj), y)
+
+
 @register_method("dmn")
 class DMNTrained(DMNTrainingFree):
     """dmn-tf plus zero-initialised biases trained with cross-entropy on the support set."""
@@ -64,24 +77,9 @@ class DMNTrained(DMNTrainingFree):
     def _fit(self, sj, sc, y, val) -> None:
         self.biases, self._static_kv, self._dynamic_kv = None, None, None
         super()._fit(sj, sc, y, val)
-        cfg = self.config
-        self.biases = DMNBiases(self.num_classes, sc.shape[2], sj.shape[2])
-        opt = torch.optim.AdamW(self.biases.parameters(), lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay)
-        bs = min(cfg.batch_size, len(y))
-        steps = cfg.epochs * -(-len(y) // bs)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-7)
-        g = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(len(y), generator=g)
-            view = torch.randint(0, sj.shape[1], (len(y),), generator=g)  # one view per image
-            for i in range(0, len(y), bs):
-                b = perm[i : i + bs]
-                loss = nn.functional.cross_entropy(self.read(self.static, sc[b, view[b]]), y[b])
-                loss = loss + nn.functional.cross_entropy(self.text_logits_of(sj[b, view[b]]), y[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
+        objective = BiasObjective(self, SupportData(sj, sc, y))
+        self.biases = objective.biases
+        fit(objective, objective.support.rows(), self.config.train, progress=False, desc="dmn")
         self.biases.requires_grad_(False)
         self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
 

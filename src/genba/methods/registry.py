@@ -51,17 +51,31 @@ def _coerce(cls, key: str, value, annotation):
 
 
 def make_config(name: str, overrides: dict | None = None):
-    """The config of method `name` with `overrides` applied (unknown keys -> GenbaError)."""
+    """The config of method `name` with `overrides` applied (unknown keys -> GenbaError).
+
+    Trained methods hold their training settings in a nested `train` TrainConfig; override them
+    with dotted keys ({"train.lr": 1e-3}, `--set train.lr=1e-3` on the CLI) or train={...}.
+    """
     cls = get_method(name).config_cls
     fields = {f.name: f for f in dataclasses.fields(cls)}
     overrides = dict(overrides or {})
+    nested = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k.startswith("train.")}
+    if nested and "train" not in fields:
+        raise GenbaError(f"method {name!r} does not train, so it takes no train.* settings; "
+                         f"valid: {', '.join(fields)}")
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise GenbaError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {name!r}; "
-                         f"valid: {', '.join(fields)}")
+                         f"valid: {', '.join(fields)}" + (", train.*" if "train" in fields else ""))
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(cls, k, v, hints[k].__name__ if hasattr(hints[k], "__name__") else hints[k])
-                  for k, v in overrides.items()})
+    values = {k: _coerce(cls, k, v, hints[k].__name__ if hasattr(hints[k], "__name__") else hints[k])
+              for k, v in overrides.items() if k != "train"}
+    if "train" in fields:
+        base = fields["train"].default_factory()
+        given = overrides.get("train", {})
+        given = dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given)
+        values["train"] = base.replace(**{**given, **nested})
+    return cls(**values)
 
 
 def create_method(name: str, **overrides):

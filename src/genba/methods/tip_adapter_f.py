@@ -2,14 +2,16 @@
 
 The keys K (N, D), initialised from the cache, become parameters; values stay one-hot.
 Training minimises cross-entropy of the Tip-Adapter logits on the support set with AdamW
-(eps 1e-4) and a cosine schedule, as the reference code does. Each epoch a support image
-contributes one of its views (the reference re-augments each epoch). The reference code keeps
-the epoch with the best TEST accuracy; genba keeps the last epoch, or the best on `val` if given.
+(eps 1e-4, torch's default weight decay 0.01) and a cosine schedule, as the reference code
+does, through genba's one training engine (`train` holds lr, epochs, batch size, seed; set
+them with `--set train.lr=...`). Each step a support image contributes one of its views (the
+reference re-augments each epoch). The reference code keeps the epoch with the best TEST
+accuracy; genba keeps the last epoch, or the best on `val` if given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +20,12 @@ from genba.memory.dynamic import check_labels
 from genba.methods.config import non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.tip_adapter import TipAdapter
+from genba.methods.training import SupportData, check_train
+from genba.train import Objective, TrainConfig, fit
+
+
+def _paper_training() -> TrainConfig:
+    return TrainConfig(lr=1e-3, epochs=20, batch_size=256, eps=1e-4, weight_decay=0.01)
 
 
 @dataclass
@@ -28,18 +36,32 @@ class TipAdapterFConfig:
     """beta, sharpness of the affinities."""
     scale: float = 100.0
     """CLIP's logit scale for the text logits."""
-    lr: float = 1e-3
-    """Learning rate (paper: 0.001)."""
-    epochs: int = 20
-    """Training epochs (paper: 20)."""
-    batch_size: int = 256
-    """Mini-batch size (reference code: 256)."""
-    seed: int = 0
-    """Seed of the shuffling and view sampling."""
+    train: TrainConfig = field(default_factory=_paper_training)
+    """Training settings (paper: lr 0.001, 20 epochs; reference code: batch 256)."""
 
     def __post_init__(self) -> None:
         non_negative(self, "alpha")
-        positive(self, "beta", "scale", "lr", "epochs", "batch_size")
+        positive(self, "beta", "scale")
+        check_train(self)
+
+
+class CacheKeysObjective(Objective):
+    """Cross-entropy of Tip-Adapter's logits with learnable keys, one random view per image."""
+
+    def __init__(self, method: "TipAdapterF", support: SupportData, val) -> None:
+        super().__init__()
+        self.method, self.support, self.val = method, support, val
+        self.keys = torch.nn.Parameter(method.keys.clone())  # (N, Dc)
+
+    def forward(self, batch) -> torch.Tensor:
+        sj, sc, y = self.support.one_view(batch["i"])
+        return torch.nn.functional.cross_entropy(self.method.logits(sj, sc, self.keys), y)
+
+    def validate(self) -> float | None:
+        if self.val is None:
+            return None
+        vj, vc, vy = self.val
+        return (self.method.logits(vj[:, 0], vc[:, 0], self.keys).argmax(1) == vy).float().mean().item()
 
 
 @register_method("tip-adapter-f")
@@ -50,32 +72,13 @@ class TipAdapterF(TipAdapter):
 
     def _fit(self, sj, sc, y, val) -> None:
         super()._fit(sj, sc, y, val)
-        cfg = self.config
-        keys = torch.nn.Parameter(self.keys.clone())  # (N, Dc) learnable, init from the cache
-        opt = torch.optim.AdamW([keys], lr=cfg.lr, eps=1e-4)
-        steps = cfg.epochs * -(-len(y) // cfg.batch_size)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        g = torch.Generator().manual_seed(cfg.seed)
-        best, best_keys = -1.0, keys.detach().clone()
+        checked_val = None
         if val is not None:
             vj, vc, vspace = self._split(val[0], self.text.shape[1], "validation features")
             if vspace != self.space:
                 raise GenbaError(f"validation features are in the {vspace} space, the support in {self.space}")
-            vy = check_labels(val[1], len(val[0]), self.num_classes, "validation labels")
-        for _ in range(cfg.epochs):
-            perm = torch.randperm(len(y), generator=g)
-            view = torch.randint(0, sj.shape[1], (len(y),), generator=g)  # one view per image
-            for i in range(0, len(y), cfg.batch_size):
-                b = perm[i : i + cfg.batch_size]
-                logits = self.logits(sj[b, view[b]], sc[b, view[b]], keys)  # (b, C)
-                loss = torch.nn.functional.cross_entropy(logits, y[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            if val is not None:
-                with torch.no_grad():
-                    acc = (self.logits(vj[:, 0], vc[:, 0], keys).argmax(1) == vy).float().mean().item()
-                if acc > best:
-                    best, best_keys = acc, keys.detach().clone()
-        self.keys = best_keys if val is not None else keys.detach()
+            checked_val = (vj, vc, check_labels(val[1], len(val[0]), self.num_classes, "validation labels"))
+        support = SupportData(sj, sc, y)
+        objective = CacheKeysObjective(self, support, checked_val)
+        fit(objective, support.rows(), self.config.train, progress=False, desc="tip-adapter-f")
+        self.keys = objective.keys.detach()

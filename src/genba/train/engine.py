@@ -241,4 +241,5 @@ def fit(objective: Objective, data: TrainData, config: TrainConfig | None = None
         resume: bool = False, progress: bool = True, desc: str = "train") -> TrainResult:
     """Train `objective` on `data` with the one loop (see the module docstring)."""
     engine = Engine(objective, data, config or TrainConfig(), list(callbacks), checkpoint_dir, progress, desc)
-    return engine.run(resume)
+    with torch.random.fork_rng(devices=[]):  # per-step reseeding must not leak into the caller's RNG
+        return engine.run(resume)
