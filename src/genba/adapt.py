@@ -27,6 +27,7 @@ from genba.data import sample_few_shot, train_val_split
 from genba.encoders.base import Encoder, l2_normalize
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
+from genba.metrics import classification_metrics
 from genba.methods import Feats, create_method, get_method, make_config, method_names, select_on_val
 from genba.zeroshot import cached_text_classifier
 
@@ -41,6 +42,7 @@ SELECTION_GRIDS: dict[str, dict[str, list]] = {
     "dmn-zs": {"b_dyn": [0.3, 1.0, 3.0], "beta": [1.0, 5.5, 20.0]},
     "dmn-tf": {"b_dyn": [0.0, 1.0, 3.0], "b_static": [1.0, 3.0, 10.0, 30.0], "beta": [5.5, 20.0]},
     "dmn": {"b_dyn": [0.0, 1.0], "b_static": [3.0, 30.0]},  # each point trains: a smaller grid
+    "linear-probe": {"l2": [0.0, 1e-4, 1e-3, 1e-2, 1e-1]},  # CLIP's probes sweep the regularisation likewise
 }
 
 
@@ -169,7 +171,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
         "seed": spec.seed,
         "space": spec.space,
         "n": len(data.test),
-        "top1": 100.0 * (predictions == data.test.labels).float().mean().item(),
+        **classification_metrics(predictions, data.test.labels, len(dataset.classnames)),
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
         "selection_table": table,
