@@ -1,6 +1,7 @@
 """Every method x every built-in dataset x shots x seeds, on cached features.
 
     python bench/adapt.py [--datasets ...] [--methods ...] [--shots 1 2 4 8 16] [--seeds 0 1 2] [--max-test 1000]
+    python bench/adapt.py --methods linear-probe --merge   # add one method's rows to the existing adapt.json
 
 Protocol (genba.adapt): validation (16 per class) carved from train with the seed, K shots
 from the rest of train with the same seed; hyperparameters either fixed (paper defaults) or
@@ -8,11 +9,15 @@ chosen on that validation set from grids fixed in advance (genba.adapt.SELECTION
 test stream is a seeded permutation. Methods that use no labels (zeroshot, tda, dmn-zs) run
 once per seed and appear flat across shots. `--max-test` caps each test split to a subset
 drawn once with seed 0 (the same images for every method and seed), to bound the time of the
-test-time methods' one-query-at-a-time streams. Writes bench/results/adapt.{md,json,png}.
+test-time methods' one-query-at-a-time streams. Tables give top-1 and balanced accuracy (the
+mean per-class recall, which exposes a method that predicts the majority class). `--merge`
+keeps the rows of other methods from the existing adapt.json (their commands are listed) and
+replaces those of the methods run now. Writes bench/results/adapt.{md,json,png}.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
@@ -28,10 +33,12 @@ from genba.encoders import load_encoder
 from genba.methods import get_method, method_names
 from genba.report import markdown_table, write_json
 
-USES_LABELS = {"tip-adapter", "tip-adapter-f", "dmn-tf", "dmn"}
+USES_LABELS = {"tip-adapter", "tip-adapter-f", "dmn-tf", "dmn", "linear-probe"}
 
 
 def mean_std(values: list[float]) -> str:
+    if not values or any(v is None for v in values):
+        return "n/a"
     return f"{statistics.mean(values):.1f} ± {statistics.pstdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
@@ -58,11 +65,12 @@ def run_dataset(encoder, name, args, cache) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict], datasets: list[str], methods: list[str], shots: list[int], select: str) -> tuple[str, dict]:
+def summarise(rows: list[dict], datasets: list[str], methods: list[str], shots: list[int], select: str,
+              metric: str = "top1") -> tuple[str, dict]:
     """Markdown table (method x shots, mean ± std over seeds) per dataset and the mean over datasets."""
     def cell(ds, method, k):
         k = k if method in USES_LABELS else 0
-        hits = [r["top1"] for r in rows if r["dataset"] == ds and r["method"] == method and r["shots"] == k and (r["selected_on"] == select or not SELECTION_GRIDS.get(method))]
+        hits = [r.get(metric) for r in rows if r["dataset"] == ds and r["method"] == method and r["shots"] == k and (r["selected_on"] == select or not SELECTION_GRIDS.get(method))]
         return hits
 
     curves, parts = {}, []
@@ -72,11 +80,11 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str], shots: 
             line = []
             for k in shots:
                 if ds == "mean over datasets":
-                    per_seed = [statistics.mean(v) for v in zip(*[cell(d, method, k) for d in datasets])]
+                    per_seed = [None if None in v else statistics.mean(v) for v in zip(*[cell(d, method, k) for d in datasets])]
                 else:
                     per_seed = cell(ds, method, k)
                 line.append(per_seed)
-            curves[(ds, method)] = [statistics.mean(v) for v in line]
+            curves[(ds, method)] = [statistics.mean(v) if v and None not in v else float("nan") for v in line]
             table.append([method] + [mean_std(v) for v in line])
         parts.append(f"### {ds}\n\n" + markdown_table(["method"] + [f"{k}-shot" for k in shots], table))
     return "\n\n".join(parts), curves
@@ -111,30 +119,44 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--space", default="visual", choices=["visual", "joint"])
     parser.add_argument("--max-test", type=int, default=1000)
+    parser.add_argument("--merge", action="store_true", help="keep other methods' rows from the existing adapt.json")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-query streams are tiny ops; two threads only spin on this CPU
     for m in args.methods:
         get_method(m)
     encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
     datasets = installed_datasets(args.datasets)
-    start, rows = time.perf_counter(), []
+    start, rows, kept, commands = time.perf_counter(), [], [], [command_line()]
+    if args.merge and (RESULTS / "adapt.json").exists():
+        old = json.loads((RESULTS / "adapt.json").read_text())
+        kept = [r for r in old["rows"] if r["method"] not in args.methods]
+        commands = old.get("commands", [old["command"]]) + commands
+    methods = list(dict.fromkeys([r["method"] for r in kept] + list(args.methods)))
     for name in datasets:
         rows += run_dataset(encoder, name, args, cache)
-        write_json(RESULTS / "adapt.json", {"command": command_line(), "rows": rows})  # progress survives a crash
-    val_text, curves = summarise(rows, datasets, args.methods, args.shots, "val")
-    fixed_text, _ = summarise(rows, datasets, args.methods, args.shots, "fixed")
-    plot(curves, datasets, args.methods, args.shots, RESULTS / "adapt.png")
+        write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "rows": kept + rows})  # progress survives a crash
+    seconds = time.perf_counter() - start
+    rows = kept + rows
+    val_text, curves = summarise(rows, datasets, methods, args.shots, "val")
+    fixed_text, _ = summarise(rows, datasets, methods, args.shots, "fixed")
+    balanced_text, _ = summarise(rows, datasets, methods, args.shots, "val", metric="balanced_accuracy")
+    plot(curves, datasets, methods, args.shots, RESULTS / "adapt.png")
     grids = "\n".join(f"- `{m}`: " + ", ".join(f"{k} in {v}" for k, v in g.items()) for m, g in SELECTION_GRIDS.items())
+    ran = "\n".join(f"- `{c}`" for c in commands)
     text = (
         f"# Few-shot and test-time adaptation, encoder `{args.encoder}`, cache space `{args.space}`\n\n"
-        f"Command: `{command_line()}` ({time.perf_counter() - start:.0f} s with a warm feature cache)\n\n"
+        f"Commands (the last one took {seconds:.0f} s with a warm feature cache; with --merge it replaced only the rows "
+        f"of {', '.join(args.methods)}):\n{ran}\n\n"
         f"Top-1 (%) on the test split (at most {args.max_test} images per dataset, a fixed seeded subset), mean ± std over seeds {args.seeds}. "
         "Methods without labels (zeroshot, tda, dmn-zs) do not depend on the shots.\n\n"
         f"## Hyperparameters chosen on validation (16 images per class carved from train)\n\nGrids, fixed in advance:\n{grids}\n\n{val_text}\n\n"
+        f"## Balanced accuracy (%), hyperparameters chosen on validation\n\nMean recall over the classes present in "
+        "the test split; n/a where a row was produced before the metric existed.\n\n"
+        f"{balanced_text}\n\n"
         f"## Fixed paper defaults (no selection)\n\n{fixed_text}\n\n![accuracy vs shots](adapt.png)\n"
     )
     (RESULTS / "adapt.md").write_text(text)
-    write_json(RESULTS / "adapt.json", {"command": command_line(), "rows": rows})
+    write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "rows": rows})
     print(text)
 
 

@@ -6,6 +6,9 @@ the few-shot features together with the queue). Write rule for a feature x predi
 with prediction entropy h:
     queue of c not full  -> append x
     queue full           -> j = argmax_s h_cs; replace slot j with x only if h < h_cj
+                            (ties: the most recently written of the tied slots, as both
+                            reference codes do: TDA keeps its queue sorted by entropy with a
+                            stable sort and replaces the last entry)
 Only features are stored, never images. The per-class Gram matrix G_c = R_c R_c^T is updated
 with each write (one row and column, O((L + E) D)) so that a read is one pass over the rows
 (`genba.memory.read.memory_read`, Gram order). Every write validates its inputs first: a bad
@@ -73,11 +76,13 @@ class DynamicMemory:
         pinned_mask: (C, E) bool, False where a pinned row is padding.
         payload_dim: P > 0 keeps a (C, L, P) float32 payload per slot (TDA's probability maps).
         keep_gram: maintain G (C, L+E, L+E) for one-pass reads (dtype follows `dtype`).
+        normalize: store written features as unit rows (DMN); False keeps them as given (TDA's
+            reference caches the un-normalised mean of the kept views).
     """
 
     def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
                  pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
-                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "torch") -> None:
+                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "torch", normalize: bool = True) -> None:
         if num_classes < 1 or capacity < 1 or dim < 1:
             raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
         C, L, D = num_classes, capacity, dim
@@ -91,7 +96,7 @@ class DynamicMemory:
                            else pinned.reshape(-1, D), D, "pinned rows")
         if kernel not in ("torch", "fused"):
             raise GenbaError(f"unknown memory kernel '{kernel}': use 'torch' or 'fused' (compiled, see genba.memory.fused)")
-        self.kernel = kernel
+        self.kernel, self.normalize = kernel, normalize
         self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
         self.dtype = resolve_dtype(dtype)
         self.rows = torch.zeros(C, L + E, D, dtype=self.dtype)  # (C, L+E, D)
@@ -100,6 +105,8 @@ class DynamicMemory:
         self.count = torch.zeros(C, dtype=torch.long)  # (C,) filled queue slots
         self.payload = torch.zeros(C, L, payload_dim) if payload_dim else None  # (C, L, P)
         self.changes = torch.zeros(C, dtype=torch.long)  # (C,) bumped whenever a class's rows change
+        self.written = torch.zeros(C, L, dtype=torch.long)  # (C, L) write stamp of each slot (0: never), breaks eviction ties
+        self._clock = 0
         if E:
             pm = torch.ones(C, E, dtype=torch.bool) if pinned_mask is None else pinned_mask.bool()
             self.rows[:, L:] = (torch.nn.functional.normalize(pinned.float(), dim=-1) * pm[..., None]).to(self.dtype)
@@ -128,7 +135,7 @@ class DynamicMemory:
                 raise GenbaError(f"this memory needs a finite payload of shape ({B}, {self.payload.shape[2]}) per write")
         elif payload is not None:
             raise GenbaError("this memory keeps no payload; pass payload=None")
-        return torch.nn.functional.normalize(x, dim=1), cls, ent
+        return (torch.nn.functional.normalize(x, dim=1) if self.normalize else x), cls, ent
 
     def write(self, x: torch.Tensor, cls: int, ent: float, payload: torch.Tensor | None = None) -> bool:
         """Write one feature (D,) for class `cls` with entropy `ent`; True if it was stored."""
@@ -164,13 +171,17 @@ class DynamicMemory:
                 j = n
                 self.count[c] += 1
             else:
-                j = int(torch.argmax(self.entropy[c, :n]))
+                ent_c = self.entropy[c, :n]
+                tied = ent_c == ent_c.max()
+                j = int(torch.argmax(torch.where(tied, self.written[c, :n], -1)))  # latest written of the worst
                 if not h < float(self.entropy[c, j]):
                     continue
             self.rows[c, j] = xs[i]
             self.valid[c, j] = True
             self.entropy[c, j] = h
             self.changes[c] += 1
+            self._clock += 1
+            self.written[c, j] = self._clock
             if self.payload is not None:
                 self.payload[c, j] = payload[i].float()
             if self.gram is not None:
@@ -218,18 +229,19 @@ class DynamicMemory:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors that define the memory (copies)."""
-        d = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count}
+        d = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count, "written": self.written}
         d.update({k: v for k, v in (("payload", self.payload), ("gram", self.gram)) if v is not None})
         return {k: v.clone() for k, v in d.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore a `state_dict` of a memory with the same shapes (checked before anything changes)."""
         mine = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count,
-                "payload": self.payload, "gram": self.gram}
+                "written": self.written, "payload": self.payload, "gram": self.gram}
         mine = {k: v for k, v in mine.items() if v is not None}
         if set(state) != set(mine) or any(state[k].shape != v.shape or state[k].dtype != v.dtype
                                           for k, v in mine.items()):
             raise GenbaError("memory state does not match this memory's classes, capacity, dim or dtype")
         for k, v in mine.items():
             v.copy_(state[k])
+        self._clock = int(self.written.max())
         self.changes += 1

@@ -71,13 +71,14 @@ def restore(memories: dict[str, DynamicMemory], entries) -> None:
             continue
         state = m.state_dict()
         rows, valid, ent, count = state["rows"], state["valid"], state["entropy"], state["count"]
-        for i in idx:
+        for stamp, i in enumerate(idx, start=1):  # entries come in write order: stamps for the eviction tie-break
             c, j = int(entries.classes[i]), entries.slots[i]
             if j is None or not 0 <= j < m.capacity or not 0 <= c < m.num_classes:
                 raise GenbaError(f"stored entry {int(entries.ids[i])} of bank {name!r} has slot {j} outside the memory; "
                                  "the store does not match this method's configuration")
             rows[c, j] = torch.from_numpy(entries.feats[i]).to(m.dtype)
             valid[c, j], ent[c, j] = True, float(entries.entropies[i])
+            state["written"][c, j] = stamp
             count[c] = max(int(count[c]), j + 1)
             if "payload" in state:
                 p = entries.payloads[i]
