@@ -2,7 +2,8 @@
 
 For each test query q, in stream order:
   1. text probabilities of every view; pseudo-label y and entropy h from the mean softmax of
-     the kept lowest-entropy views (text classifier only, as in the reference code);
+     the kept lowest-entropy views (text classifier only; views ranked by -sum p log(p + 1e-6),
+     both as in the reference code);
   2. write the un-augmented view's feature into class y's dynamic queue (L = 50 slots; when
      full, replace the highest-entropy entry if h is lower);
   3. read both memories with the shared kernel (`genba.memory.read.memory_read`):
@@ -34,6 +35,10 @@ from genba.methods.base import Method
 from genba.methods.config import fraction, non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.views import confident_views
+
+
+VIEW_ENTROPY_EPS = 1e-6
+"""The reference code ranks test-time views by -sum p log(p + 1e-6) (genba.methods.views)."""
 
 
 @dataclass
@@ -118,7 +123,7 @@ class DMNZeroShot(Method):
         if self.text is None:
             return self._step_without_text(qc)
         text_v = self.text_logits_of(qj)  # (b, V, C)
-        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep)  # (b, C)
+        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep, eps=VIEW_ENTROPY_EPS)  # (b, C)
         labels, h, admit = self.guard.pseudo_labels(p)
         x = qc[:, 0]  # (b, Dc) un-augmented view
         self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
@@ -135,7 +140,7 @@ class DMNZeroShot(Method):
         cfg = self.config
         b, V, D = qc.shape
         static_v = self.read(self.static, qc.reshape(b * V, D)).view(b, V, -1).softmax(-1)  # (b, V, C)
-        p, _ = confident_views(static_v, cfg.view_keep)
+        p, _ = confident_views(static_v, cfg.view_keep, eps=VIEW_ENTROPY_EPS)
         labels, h, admit = self.guard.pseudo_labels(p)
         x = qc[:, 0]
         self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
