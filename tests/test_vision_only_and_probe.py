@@ -86,3 +86,34 @@ def test_adapt_with_a_vision_only_dinov2_checkpoint(tmp_path, capsys, monkeypatc
     code = main(["adapt", "--dataset", str(folder), "--encoder", f"hf:{checkpoint}", "--method", "zeroshot", "--shots", "0",
                  "--cache-dir", str(tmp_path / "c"), "--quiet"])
     assert code == 2 and "vision-only" in capsys.readouterr().err
+
+
+def test_serve_with_a_vision_only_dinov2_checkpoint(tmp_path, monkeypatch):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from genba.serve import create_app
+    from test_encoders_hf import _build, _offline
+    from test_serve import ADMIN, COLORS, files, png
+
+    _offline(monkeypatch)
+    spec = f"hf:{_build('dinov2', tmp_path / 'dinov2')}"
+    app = create_app(tmp_path / "s.sqlite", ADMIN["Authorization"].split()[1], encoders=(spec,))
+    with TestClient(app) as c:
+        for method in ("zeroshot", "tda", "dmn-zs"):
+            r = c.post("/memories", headers=ADMIN, json={"classnames": list(COLORS), "encoder": spec, "method": method})
+            assert r.status_code == 400 and "vision-only" in r.json()["detail"], r.text
+        for method in ("dmn-tf", "tip-adapter", "linear-probe"):
+            r = c.post("/memories", headers=ADMIN, json={"classnames": list(COLORS), "encoder": spec, "method": method,
+                                                           "hyperparameters": {"capacity": 4} if method == "dmn-tf" else {}})
+            assert r.status_code == 201, r.text
+            memory_id, auth = r.json()["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+            items = [(f"{n}{k}.png", png(rgb, seed=k), "image/png") for k in range(2) for n, rgb in COLORS.items()]
+            r = c.post(f"/memories/{memory_id}/support", headers=auth, files=files(items), data={"labels": list(COLORS) * 2})
+            assert r.status_code == 200, r.text
+            r = c.post(f"/memories/{memory_id}/predict", headers=auth, data={"update": "true"},
+                       files=files([("q.png", png(COLORS["blue"], seed=7), "image/png")]))
+            assert r.status_code == 200 and r.json()["predictions"][0]["class"] in COLORS, r.text
+            if method == "dmn-tf":
+                assert r.json()["updated"] and c.get(f"/memories/{memory_id}", headers=auth).json()["fill"]["dynamic"]
+    app.state.service.close()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from genba.errors import GenbaError
-from genba.methods import Feats, create_method, make_config
+from genba.methods import Feats, create_method, get_method, make_config, method_names
 from genba.store import banks as bank_io
 from genba.store.codec import roundtrip
 from genba.store.db import STATIC, Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
@@ -44,11 +44,19 @@ def create_memory(store: Store, encoder, encoder_spec: str, classnames: list[str
     """
     from genba.zeroshot import text_classifier
 
+    has_text = bool(getattr(encoder, "has_text", True))
     spec = MemorySpec(classnames=list(classnames), templates=list(templates), encoder=encoder_spec,
                       encoder_provenance=encoder.provenance, dim=int(encoder.embed_dim), method=method,
-                      hyperparameters=dict(hyperparameters or {}), **policy)  # types and magnitudes checked
+                      hyperparameters=dict(hyperparameters or {}), has_text=has_text, **policy)  # types, magnitudes
     make_config(method, spec.hyperparameters)  # unknown method, hyperparameter or out of range -> GenbaError now
-    text = text_classifier(encoder, spec.classnames, spec.templates).numpy()  # (C, D)
+    if not has_text:
+        if not get_method(method).works_without_text():
+            able = [n for n in method_names() if get_method(n).works_without_text()]
+            raise GenbaError(f"method {method!r} needs class text features, but encoder {encoder_spec!r} is vision-only "
+                             f"(no text tower); use one of: {', '.join(able)}")
+        text = np.zeros((spec.num_classes, spec.dim), dtype=np.float32)  # stored for the layout; never read
+    else:
+        text = text_classifier(encoder, spec.classnames, spec.templates).numpy()  # (C, D)
     return store.create_memory(spec, text, token_hash=token_hash)
 
 
@@ -77,9 +85,12 @@ def build_method(spec: MemorySpec, text, state: dict, entries: Entries):
     while a method that needs labelled support has none; raises on entries the method cannot hold."""
     method = create_method(spec.method, **spec.hyperparameters)
     static = [i for i, b in enumerate(entries.banks) if b == STATIC]
-    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32))
+    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32)) if spec.has_text else None
     if static:
-        method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]))
+        method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]),
+                   num_classes=spec.num_classes)
+    elif text_t is None:
+        return None  # without text every method waits for labelled support
     elif not method.needs_support:
         method.fit(text_t)
     else:

@@ -71,6 +71,8 @@ class MemorySpec:
         max_age_s: entries older than this many seconds are removed (None keeps them).
         max_per_class: at most this many entries per class and bank, newest kept (None: no cap).
         name: free label shown on the status page.
+        has_text: False for a vision-only encoder (DINOv2): the stored text classifier is zeros
+            and the method runs with the text logits absent (methods that declare text_optional).
     """
 
     classnames: list[str]
@@ -84,6 +86,7 @@ class MemorySpec:
     max_age_s: float | None = None
     max_per_class: int | None = None
     name: str = ""
+    has_text: bool = True
 
     def __post_init__(self) -> None:
         names = self.classnames
@@ -109,6 +112,8 @@ class MemorySpec:
         if self.max_per_class is not None and not (isinstance(self.max_per_class, int) and not isinstance(self.max_per_class, bool)
                                                    and 1 <= self.max_per_class <= MAX_PER_CLASS):
             raise GenbaError(f"max_per_class must be an integer in [1, {MAX_PER_CLASS}] or null, got {self.max_per_class!r}")
+        if not isinstance(self.has_text, bool):
+            raise GenbaError(f"has_text must be true or false, got {self.has_text!r}")
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise GenbaError("name must be a string of at most 200 characters")
 
