@@ -26,6 +26,9 @@ from genba.errors import GenbaError
 from genba.memory.read import affinity_read, dots, gram_of, memory_read
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+KERNELS = ("auto", "fused", "torch")
+"""Memory read kernels: 'auto' (default) and 'fused' use genba.memory.fused wherever it applies
+(float16 rows, one query) and torch elsewhere; 'torch' never uses it."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -82,7 +85,7 @@ class DynamicMemory:
 
     def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
                  pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
-                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "torch", normalize: bool = True) -> None:
+                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "auto", normalize: bool = True) -> None:
         if num_classes < 1 or capacity < 1 or dim < 1:
             raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
         C, L, D = num_classes, capacity, dim
@@ -94,8 +97,8 @@ class DynamicMemory:
                 raise GenbaError(f"pinned_mask must have shape ({C}, {E}), got {tuple(pinned_mask.shape)}")
             check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1).bool()] if pinned_mask is not None
                            else pinned.reshape(-1, D), D, "pinned rows")
-        if kernel not in ("torch", "fused"):
-            raise GenbaError(f"unknown memory kernel '{kernel}': use 'torch' or 'fused' (compiled, see genba.memory.fused)")
+        if kernel not in KERNELS:
+            raise GenbaError(f"unknown memory kernel '{kernel}': use 'auto' (compiled where it applies), 'fused' or 'torch'")
         self.kernel, self.normalize = kernel, normalize
         self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
         self.dtype = resolve_dtype(dtype)
@@ -195,7 +198,7 @@ class DynamicMemory:
     def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
         q = check_features(q, self.dim, "memory read queries")
-        if self.kernel == "fused":
+        if self.kernel != "torch":  # 'auto' and 'fused': the compiled read wherever it applies
             from genba.memory.fused import fused_read
 
             logits = fused_read(self.rows, self.gram, self.valid, q, beta=beta, scale=scale)

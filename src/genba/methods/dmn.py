@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from genba.errors import GenbaError
-from genba.memory.dynamic import DynamicMemory, resolve_dtype
+from genba.memory.dynamic import KERNELS, DynamicMemory, resolve_dtype
 from genba.memory.guard import GuardOptions
 from genba.memory.static import StaticMemory
 from genba.methods.base import Method
@@ -55,8 +55,8 @@ class DMNZSConfig(GuardOptions):
     """Fraction of lowest-entropy test-time views kept for the pseudo-label (10% of 32)."""
     memory_dtype: str = "float16"
     """Storage dtype of the dynamic memory (float16: 51 MB at C=1000, L=50, D=512)."""
-    memory_kernel: str = "torch"
-    """'fused': the opt-in compiled one-pass read of the dynamic memory (genba.memory.fused)."""
+    memory_kernel: str = "auto"
+    """'auto': the compiled one-pass read (genba.memory.fused) where it applies, else torch; 'torch' never."""
     stream_batch: int = 1
     """Queries written then read together; 1 is the exact stream."""
 
@@ -65,8 +65,8 @@ class DMNZSConfig(GuardOptions):
         non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
         fraction(self, "view_keep")
         resolve_dtype(self.memory_dtype)
-        if self.memory_kernel not in ("torch", "fused"):
-            raise GenbaError(f"memory_kernel must be 'torch' or 'fused', got {self.memory_kernel!r}")
+        if self.memory_kernel not in KERNELS:
+            raise GenbaError(f"memory_kernel must be one of {', '.join(KERNELS)}, got {self.memory_kernel!r}")
         self.make_guard()  # validates the guard fields
 
 
