@@ -11,8 +11,8 @@ once per seed and appear flat across shots. `--max-test` caps each test split to
 drawn once with seed 0 (the same images for every method and seed), to bound the time of the
 test-time methods' one-query-at-a-time streams. Tables give top-1 and balanced accuracy (the
 mean per-class recall, which exposes a method that predicts the majority class). `--merge`
-keeps the rows of other methods from the existing adapt.json (their commands are listed) and
-replaces those of the methods run now. Writes bench/results/adapt.{md,json,png}.
+keeps the other rows of the existing adapt.json (their commands are listed) and replaces those
+of the methods and datasets run now. Writes bench/results/adapt.{md,json,png}.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
     start, rows, kept, commands = time.perf_counter(), [], [], [command_line()]
     if args.merge and (RESULTS / "adapt.json").exists():
         old = json.loads((RESULTS / "adapt.json").read_text())
-        kept = [r for r in old["rows"] if r["method"] not in args.methods]
+        kept = [r for r in old["rows"] if not (r["method"] in args.methods and r["dataset"] in datasets)]
         commands = old.get("commands", [old["command"]]) + commands
     methods = list(dict.fromkeys([r["method"] for r in kept] + list(args.methods)))
     for name in datasets:
@@ -137,6 +137,7 @@ def main() -> None:
         write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "rows": kept + rows})  # progress survives a crash
     seconds = time.perf_counter() - start
     rows = kept + rows
+    datasets = list(dict.fromkeys([r["dataset"] for r in rows]))  # with --merge, every dataset of the file
     val_text, curves = summarise(rows, datasets, methods, args.shots, "val")
     fixed_text, _ = summarise(rows, datasets, methods, args.shots, "fixed")
     balanced_text, _ = summarise(rows, datasets, methods, args.shots, "val", metric="balanced_accuracy")
@@ -146,7 +147,7 @@ def main() -> None:
     text = (
         f"# Few-shot and test-time adaptation, encoder `{args.encoder}`, cache space `{args.space}`\n\n"
         f"Commands (the last one took {seconds:.0f} s with a warm feature cache; with --merge it replaced only the rows "
-        f"of {', '.join(args.methods)}):\n{ran}\n\n"
+        f"of {', '.join(args.methods)} on the datasets it ran):\n{ran}\n\n"
         f"Top-1 (%) on the test split (at most {args.max_test} images per dataset, a fixed seeded subset), mean ± std over seeds {args.seeds}. "
         "Methods without labels (zeroshot, tda, dmn-zs) do not depend on the shots.\n\n"
         f"## Hyperparameters chosen on validation (16 images per class carved from train)\n\nGrids, fixed in advance:\n{grids}\n\n{val_text}\n\n"
