@@ -73,14 +73,19 @@ def summarise(rows: list[dict], datasets: list[str], methods: list[str], shots: 
         hits = [r.get(metric) for r in rows if r["dataset"] == ds and r["method"] == method and r["shots"] == k and (r["selected_on"] == select or not SELECTION_GRIDS.get(method))]
         return hits
 
+    complete = [d for d in datasets if all(cell(d, m, k) for m in methods for k in shots)]
+    means = {"mean over datasets": datasets}
+    if complete != datasets:  # some method lacks rows on some dataset: also the mean where every method ran
+        means[f"mean over {', '.join(complete)} (every method ran)"] = complete
     curves, parts = {}, []
-    for ds in datasets + ["mean over datasets"]:
+    for ds in datasets + list(means):
         table = []
         for method in methods:
             line = []
             for k in shots:
-                if ds == "mean over datasets":
-                    per_seed = [None if None in v else statistics.mean(v) for v in zip(*[cell(d, method, k) for d in datasets])]
+                if ds in means:
+                    per_seed = [None if None in v else statistics.mean(v) for v in zip(*[cell(d, method, k) for d in means[ds]])]
+                    per_seed = per_seed if len(means[ds]) == len([d for d in means[ds] if cell(d, method, k)]) else []
                 else:
                     per_seed = cell(ds, method, k)
                 line.append(per_seed)
@@ -120,22 +125,30 @@ def main() -> None:
     parser.add_argument("--space", default="visual", choices=["visual", "joint"])
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument("--merge", action="store_true", help="keep other methods' rows from the existing adapt.json")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild adapt.md and adapt.png from adapt.json, run nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-query streams are tiny ops; two threads only spin on this CPU
     for m in args.methods:
         get_method(m)
     encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
     datasets = installed_datasets(args.datasets)
-    start, rows, kept, commands = time.perf_counter(), [], [], [command_line()]
-    if args.merge and (RESULTS / "adapt.json").exists():
+    start, rows, kept, commands, timings = time.perf_counter(), [], [], [command_line()], [None]
+    if (args.merge or args.tables_only) and (RESULTS / "adapt.json").exists():
         old = json.loads((RESULTS / "adapt.json").read_text())
         kept = [r for r in old["rows"] if not (r["method"] in args.methods and r["dataset"] in datasets)]
-        commands = old.get("commands", [old["command"]]) + commands
+        previous = old.get("commands", [old["command"]])
+        commands, timings = previous + commands, old.get("seconds", [None] * len(previous)) + timings
     methods = list(dict.fromkeys([r["method"] for r in kept] + list(args.methods)))
+    if args.tables_only:  # nothing runs: the file's rows and commands as they are
+        kept, commands, timings, datasets = old["rows"], commands[:-1], timings[:-1], []
+        methods = list(dict.fromkeys(r["method"] for r in kept))
     for name in datasets:
         rows += run_dataset(encoder, name, args, cache)
-        write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "rows": kept + rows})  # progress survives a crash
+        write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "seconds": timings,
+                                            "rows": kept + rows})  # progress survives a crash
     seconds = time.perf_counter() - start
+    if not args.tables_only:
+        timings[-1] = round(seconds)
     rows = kept + rows
     datasets = list(dict.fromkeys([r["dataset"] for r in rows]))  # with --merge, every dataset of the file
     val_text, curves = summarise(rows, datasets, methods, args.shots, "val")
@@ -143,11 +156,11 @@ def main() -> None:
     balanced_text, _ = summarise(rows, datasets, methods, args.shots, "val", metric="balanced_accuracy")
     plot(curves, datasets, methods, args.shots, RESULTS / "adapt.png")
     grids = "\n".join(f"- `{m}`: " + ", ".join(f"{k} in {v}" for k, v in g.items()) for m, g in SELECTION_GRIDS.items())
-    ran = "\n".join(f"- `{c}`" for c in commands)
+    ran = "\n".join(f"- `{c}` ({'time not recorded' if t is None else f'{t} s'})" for c, t in zip(commands, timings))
     text = (
         f"# Few-shot and test-time adaptation, encoder `{args.encoder}`, cache space `{args.space}`\n\n"
-        f"Commands (the last one took {seconds:.0f} s with a warm feature cache; with --merge it replaced only the rows "
-        f"of {', '.join(args.methods)} on the datasets it ran):\n{ran}\n\n"
+        "Commands, in order, with a warm feature cache (a `--merge` run replaced only the rows of its methods on the "
+        f"datasets it ran; the rows say which run made them by their method and dataset):\n{ran}\n\n"
         f"Top-1 (%) on the test split (at most {args.max_test} images per dataset, a fixed seeded subset), mean ± std over seeds {args.seeds}. "
         "Methods without labels (zeroshot, tda, dmn-zs) do not depend on the shots.\n\n"
         f"## Hyperparameters chosen on validation (16 images per class carved from train)\n\nGrids, fixed in advance:\n{grids}\n\n{val_text}\n\n"
@@ -157,7 +170,8 @@ def main() -> None:
         f"## Fixed paper defaults (no selection)\n\n{fixed_text}\n\n![accuracy vs shots](adapt.png)\n"
     )
     (RESULTS / "adapt.md").write_text(text)
-    write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "rows": rows})
+    if not args.tables_only:
+        write_json(RESULTS / "adapt.json", {"command": command_line(), "commands": commands, "seconds": timings, "rows": rows})
     print(text)
 
 
