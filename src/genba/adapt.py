@@ -7,7 +7,7 @@ Protocol (nothing is chosen on test labels):
 2. a validation set (`val_per_class` per class) is carved from train with `seed`, and the
    K-shot support is drawn from the rest of train with the same seed;
 3. hyperparameters are either the paper defaults (`select="fixed"`) or the best point of a
-   grid fixed in advance (`SELECTION_GRIDS`) scored on the validation set (`select="val"`);
+   grid fixed in advance (each method's `selection_grid`) scored on the validation set (`select="val"`);
 4. test queries stream through the method in a seeded permutation (`seed`), recorded in the
    result, and test-time memories update as they go.
 The cache space is "joint" (the VLM's space) or "visual" (the encoder's visual features,
@@ -28,22 +28,14 @@ from genba.encoders.base import Encoder, l2_normalize
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
 from genba.metrics import classification_metrics
-from genba.methods import Feats, create_method, get_method, make_config, method_names, select_on_val
+from genba.methods import Feats, get_method, make_config, method_names, select_on_val
 from genba.zeroshot import cached_text_classifier
 
 SPACES = ("joint", "visual")
 
-# Grids fixed before any result was seen; FACTS.md notes that validation picks alpha of 1e2-1e4
-# for visual caches, far from the papers' 1.0, so the grids span several decades.
-SELECTION_GRIDS: dict[str, dict[str, list]] = {
-    "tip-adapter": {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]},
-    "tip-adapter-f": {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]},
-    "tda": {"pos_alpha": [0.5, 2.0, 8.0], "pos_beta": [1.0, 5.0, 20.0]},
-    "dmn-zs": {"b_dyn": [0.3, 1.0, 3.0], "beta": [1.0, 5.5, 20.0]},
-    "dmn-tf": {"b_dyn": [0.0, 1.0, 3.0], "b_static": [1.0, 3.0, 10.0, 30.0], "beta": [5.5, 20.0]},
-    "dmn": {"b_dyn": [0.0, 1.0], "b_static": [3.0, 30.0]},  # each point trains: a smaller grid
-    "linear-probe": {"l2": [0.0, 1e-4, 1e-3, 1e-2, 1e-1]},  # CLIP's probes sweep the regularisation likewise
-}
+def selection_grid(method: str) -> dict[str, list]:
+    """The validation grid of `method` (fixed in advance; it lives on the method's class)."""
+    return get_method(method).selection_grid
 
 
 @dataclass(frozen=True)
@@ -114,17 +106,11 @@ def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, 
         source, split = dataset.with_subset_split("test", wanted)
     extra = [extract_features(encoder, source, split, cache=cache, transform=view_transform(v), progress=progress)
              for v in range(1, views)]
-    extra = [f.subset(_rows(f, wanted)) for f in extra]  # same images, same order as `test`
+    extra = [f.subset(f.rows_of(wanted)) for f in extra]  # same images, same order as `test`
     per_view = [_feats(f, space, centre) for f in [test] + extra]
     joint = torch.stack([f.joint for f in per_view], dim=1)  # (N, V, Dt)
     cache_feats = None if per_view[0].cache is None else torch.stack([f.cache for f in per_view], dim=1)  # (N, V, Dc)
     return Feats(joint, cache_feats)
-
-
-def _rows(features: Features, dataset_indices: np.ndarray) -> torch.Tensor:
-    """Positions in `features` of the given dataset indices."""
-    position = {int(i): r for r, i in enumerate(features.indices.tolist())}
-    return torch.as_tensor([position[int(i)] for i in dataset_indices], dtype=torch.long)
 
 
 def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
@@ -137,13 +123,13 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
                          f"(no text tower); use one of: {', '.join(able)}")
     data = data or prepare(encoder, dataset, cache=cache, progress=progress)
     pool, val_idx = train_val_split(dataset, val_per_class=spec.val_per_class, seed=spec.seed)
-    val = data.train.subset(_rows(data.train, val_idx))
+    val = data.train.subset(data.train.rows_of(val_idx))
     fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
     if spec.shots > 0:
-        support = data.train.subset(_rows(data.train, sample_few_shot(dataset, pool, spec.shots, spec.seed)))
+        support = data.train.subset(data.train.rows_of(sample_few_shot(dataset, pool, spec.shots, spec.seed)))
         fit_args.update(support=_feats(support, spec.space, data.centre), labels=support.labels)
     val_feats = _feats(val, spec.space, data.centre)
-    grid = SELECTION_GRIDS.get(spec.method, {})
+    grid = selection_grid(spec.method)
     start = time.perf_counter()
     table: list[dict] = []
     if spec.select == "val" and grid:

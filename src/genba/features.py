@@ -9,13 +9,14 @@ with the same key loads the tensors and never loads the image model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from genba.cache import TensorCache
+from genba.data.transforms import ImageTransform
 from genba.encoders.base import Encoder
 from genba.errors import GenbaError
 
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
     from genba.data import Dataset
 
 FEATURES_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """A named PIL -> PIL transform applied before the encoder's preprocessing."""
-
-    name: str
-    apply: Callable[[Image.Image], Image.Image]
 
 
 @dataclass
@@ -50,6 +43,11 @@ class Features:
         rows = torch.as_tensor(rows, dtype=torch.long)
         visual = None if self.visual is None else self.visual[rows]
         return Features(self.image[rows], visual, self.labels[rows], self.indices[rows])
+
+    def rows_of(self, dataset_indices) -> torch.Tensor:
+        """Positions in this split of the given dataset indices, in their order."""
+        position = {int(i): r for r, i in enumerate(self.indices.tolist())}
+        return torch.as_tensor([position[int(i)] for i in np.asarray(dataset_indices)], dtype=torch.long)
 
 
 def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:

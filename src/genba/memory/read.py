@@ -24,19 +24,9 @@ import threading
 
 import torch
 
-EPS = 1e-12
+from genba.tensors import EPS, entropy, l2_normalize  # noqa: F401  (re-exported: memory.read.l2_normalize)
 _CHUNK_ROWS = 512  # rows converted to fp32 at a time for batched half-precision reads
 _SCRATCH = threading.local()  # per-thread float32 buffer for the half-precision Gram form
-
-
-def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """x / ||x|| along `dim` (zero rows stay zero)."""
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(EPS)
-
-
-def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Shannon entropy in nats, H(p) = -sum p log p, along `dim`."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(dim)
 
 
 def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

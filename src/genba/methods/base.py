@@ -70,6 +70,10 @@ class Method:
     needs_support: ClassVar[bool] = False
     test_time: ClassVar[bool] = False
     uses_cache: ClassVar[bool] = True  # False: cache features are accepted and ignored
+    selection_grid: ClassVar[dict[str, list]] = {}
+    """Hyperparameter grid scored on the validation split (`--select val`), fixed before any result."""
+    shown_hyperparameters: ClassVar[tuple[str, ...]] = ()
+    """The hyperparameters result tables print for this method."""
     text_optional: ClassVar[bool] = False  # True (declared on the class itself): runs without a text classifier
 
     @classmethod
@@ -149,6 +153,26 @@ class Method:
     def reset(self) -> None:
         """Return test-time memories to their state right after `fit` (no-op for other methods)."""
         self.space = self._fit_space
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned tensors of a fitted method (trained cache keys, trained biases), so that a
+        fit can be saved in safetensors and restored without retraining; {} for methods that learn
+        nothing beyond their memories (the store persists those)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what state_dict() returned, onto a method fitted on the same support."""
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise GenbaError(f"{self.name} state has keys {sorted(state)}, expected {sorted(expected)}")
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise GenbaError(f"{self.name} state {key!r} has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(expected[key].shape)}: was it fitted on another support set?")
+        self._load_state(state)
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Subclasses that learn tensors apply them here."""
 
     def hyperparameters(self) -> dict:
         """The configuration as a plain dict (for result files)."""

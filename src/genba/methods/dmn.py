@@ -82,6 +82,8 @@ class DMNZeroShot(Method):
 
     config_cls = DMNZSConfig
     test_time = True
+    selection_grid = {"b_dyn": [0.3, 1.0, 3.0], "beta": [1.0, 5.5, 20.0]}
+    shown_hyperparameters = ("b_dyn", "beta")
     uses_support = False
 
     def _fit(self, sj, sc, y, val) -> None:
@@ -165,5 +167,7 @@ class DMNTrainingFree(DMNZeroShot):
 
     config_cls = DMNTFConfig
     needs_support = True
+    selection_grid = {"b_dyn": [0.0, 1.0, 3.0], "b_static": [1.0, 3.0, 10.0, 30.0], "beta": [5.5, 20.0]}
+    shown_hyperparameters = ("b_dyn", "b_static", "beta")
     uses_support = True
     text_optional = True  # vision-only encoders: static memory + dynamic memory, text logits absent

@@ -6,7 +6,7 @@ with x the un-augmented view's feature in the memory (cache) space (unit rows; `
 centres the visual space on the train mean first), W (C, D) and b (C,) initialised at zero.
 This is the protocol of CLIP's linear probes (Radford et al., 2021, appendix A.3: L-BFGS
 logistic regression, the regularisation strength swept on a validation split): genba sweeps
-`l2` on validation (`genba.adapt.SELECTION_GRIDS`) and minimises the same convex objective
+`l2` on validation (`LinearProbe.selection_grid`) and minimises the same convex objective
 with AdamW, full batch, through the one training engine (`genba.train.fit`; the L2 term is the
 `L2Penalty` callback). The text classifier is not used, so the probe also runs on vision-only
 encoders (DINOv2).
@@ -75,12 +75,21 @@ class LinearProbe(Method):
     config_cls = LinearProbeConfig
     needs_support = True
     text_optional = True  # never reads the text classifier
+    selection_grid = {"l2": [0.0, 1e-4, 1e-3, 1e-2, 1e-1]}  # CLIP's probes sweep the regularisation likewise
+    shown_hyperparameters = ("l2",)
 
     def _fit(self, sj, sc, y, val) -> None:
         objective = LogisticObjective(sc[:, 0].contiguous(), y, self.num_classes)
         fit(objective, TensorData(i=torch.arange(len(y))), self.config.train, callbacks=[L2Penalty(self.config.l2)],
             progress=False, desc="linear-probe")
         self.weight, self.bias = objective.weight.detach().clone(), objective.bias.detach().clone()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned W (C, D) and b (C,)."""
+        return {"weight": self.weight.clone(), "bias": self.bias.clone()} if hasattr(self, "weight") else {}
+
+    def _load_state(self, state) -> None:
+        self.weight, self.bias = state["weight"].float().clone(), state["bias"].float().clone()
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         return (qc[:, 0] @ self.weight.T + self.bias).softmax(-1)  # (N, C)

@@ -81,6 +81,8 @@ class TDA(Method):
 
     config_cls = TDAConfig
     test_time = True
+    selection_grid = {"pos_alpha": [0.5, 2.0, 8.0], "pos_beta": [1.0, 5.0, 20.0]}
+    shown_hyperparameters = ("pos_alpha", "pos_beta")
 
     def _fit(self, sj, sc, y, val) -> None:
         self.reset()

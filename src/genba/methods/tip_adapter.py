@@ -41,6 +41,9 @@ class TipAdapter(Method):
     config_cls = TipAdapterConfig
     needs_support = True
     text_optional = True  # vision-only encoders: the cache logits alone
+    # FACTS.md: validation picks alpha of 1e2-1e4 for visual caches, far from the paper's 1.0
+    selection_grid = {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]}
+    shown_hyperparameters = ("alpha", "beta")
 
     def _fit(self, sj, sc, y, val) -> None:
         self.keys = l2_normalize(sc.mean(1))  # (N, Dc)
