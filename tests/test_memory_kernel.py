@@ -81,3 +81,16 @@ def test_int8_dmn_memory_survives_a_store_reload(tmp_path):
     before = live.predict(xq[15:])[0]
     after = LiveMemory(Store(tmp_path / "m.sqlite"), memory_id).predict(xq[15:])[0]
     assert torch.equal(before, after)
+
+
+def test_int8_is_refused_by_a_method_that_reads_rows_itself():
+    import pytest
+
+    from genba.errors import GenbaError
+    from genba.methods import Feats, create_method
+
+    g = torch.Generator().manual_seed(3)
+    x, text = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1), torch.eye(3, 8)
+    create_method("dmn-tf", memory_dtype="int8").fit(text, Feats(x), torch.arange(6) % 3)
+    with pytest.raises(GenbaError, match="int8"):
+        create_method("dmn", memory_dtype="int8", **{"train.epochs": 1}).fit(text, Feats(x), torch.arange(6) % 3)
