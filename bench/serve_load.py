@@ -113,7 +113,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_load(encoder: str, clients: int, seconds: float, max_requests: int, workdir: Path) -> dict:
-    token, store_path = "bench-admin-token", workdir / f"serve-{encoder}.sqlite"
+    token, store_path = "bench-admin-token-0001", workdir / f"serve-{encoder}.sqlite"
     files = textile_files()
     proc, base = start_server(store_path, encoder, token)
     try:

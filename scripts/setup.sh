@@ -29,4 +29,6 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v
 pip install -e ".${extras}"
 # animal-mnist's declared dependencies include tensorflow, which genba does not need.
 .venv/bin/python -c "import importlib.util as u; exit(u.find_spec('animal_mnist') is None)" || pip install --no-deps animal-mnist
+# The compiled memory read (default fast path) is built now when a compiler and ninja are present; never fatal.
+.venv/bin/python -m genba.memory.fused || true
 .venv/bin/python -c "import torch, genba; print(f'setup: genba {genba.__version__}, torch {torch.__version__}')"

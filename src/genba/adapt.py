@@ -7,7 +7,7 @@ Protocol (nothing is chosen on test labels):
 2. a validation set (`val_per_class` per class) is carved from train with `seed`, and the
    K-shot support is drawn from the rest of train with the same seed;
 3. hyperparameters are either the paper defaults (`select="fixed"`) or the best point of a
-   grid fixed in advance (`SELECTION_GRIDS`) scored on the validation set (`select="val"`);
+   grid fixed in advance (each method's `selection_grid`) scored on the validation set (`select="val"`);
 4. test queries stream through the method in a seeded permutation (`seed`), recorded in the
    result, and test-time memories update as they go.
 The cache space is "joint" (the VLM's space) or "visual" (the encoder's visual features,
@@ -27,6 +27,7 @@ from genba.data import sample_few_shot, train_val_split
 from genba.encoders.base import Encoder, l2_normalize
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
+from genba.metrics import classification_metrics
 from genba.methods import Feats, get_method, make_config, method_names, select_on_val
 from genba.zeroshot import cached_text_classifier
 
@@ -70,7 +71,7 @@ class AdaptSpec:
 class PreparedData:
     """Cached features of one dataset, split for one seed."""
 
-    classifier: torch.Tensor  # (C, Dt)
+    classifier: torch.Tensor | None  # (C, Dt); None for a vision-only encoder (no text tower)
     train: Features
     test: Features
     centre: torch.Tensor | None  # (Dv,) mean visual feature of the train split
@@ -80,7 +81,8 @@ def prepare(encoder: Encoder, dataset, *, cache: TensorCache | None, progress: b
     """Features of train and test and the text classifier (all from the cache when present)."""
     train = extract_features(encoder, dataset, "train", cache=cache, progress=progress)
     test = extract_features(encoder, dataset, "test", cache=cache, progress=progress)
-    classifier = cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+    classifier = (cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+                  if getattr(encoder, "has_text", True) else None)
     centre = None if train.visual is None else train.visual.mean(dim=0)
     return PreparedData(classifier, train, test, centre)
 
@@ -115,10 +117,14 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
               data: PreparedData | None = None, progress: bool = True) -> dict:
     """Run one method on one dataset split as the module docstring describes; returns the result dict."""
     spec.validate()
+    if not getattr(encoder, "has_text", True) and not get_method(spec.method).works_without_text():
+        able = [n for n in method_names() if get_method(n).works_without_text()]
+        raise GenbaError(f"method '{spec.method}' needs class text features, but encoder '{encoder.name}' is vision-only "
+                         f"(no text tower); use one of: {', '.join(able)}")
     data = data or prepare(encoder, dataset, cache=cache, progress=progress)
     pool, val_idx = train_val_split(dataset, val_per_class=spec.val_per_class, seed=spec.seed)
     val = data.train.subset(data.train.rows_of(val_idx))
-    fit_args: dict = {"text_classifier": data.classifier}
+    fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
     if spec.shots > 0:
         support = data.train.subset(data.train.rows_of(sample_few_shot(dataset, pool, spec.shots, spec.seed)))
         fit_args.update(support=_feats(support, spec.space, data.centre), labels=support.labels)
@@ -151,7 +157,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
         "seed": spec.seed,
         "space": spec.space,
         "n": len(data.test),
-        "top1": 100.0 * (predictions == data.test.labels).float().mean().item(),
+        **classification_metrics(predictions, data.test.labels, len(dataset.classnames)),
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
         "selection_table": table,

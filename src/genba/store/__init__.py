@@ -12,7 +12,7 @@ Layers: `codec` (float16 / int8 rows), `spec` (MemorySpec), `schema` (file, prag
 code that reads a method's DynamicMemory slots), `live` (method <-> store), `archive` (export).
 """
 
-from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, Write
+from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
 from genba.store.spec import MemorySpec
 
 
@@ -29,5 +29,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'genba.store' has no attribute {name!r}")
 
 
-__all__ = ["Entries", "LiveMemory", "MemorySpec", "Receipt", "Rejection", "StaleMemory", "Store", "Write", "check_encoder",
+__all__ = ["Entries", "LiveMemory", "MemorySpec", "Receipt", "Rejection", "StaleMemory", "Store", "UnusableMemory", "Write", "check_encoder",
            "create_memory", "encode_images", "export_memory", "import_memory"]
