@@ -402,7 +402,7 @@ def main() -> None:
 
 
 def report(p: dict, students, strategies) -> str:
-    lines = [f"# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
+    lines = ["# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
              f"Command: `{p['command']}`  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
              f"({', '.join(f'{k} {v:.0f} s' for k, v in p['phases_seconds'].items())}); torch and onnxruntime on 1 thread.", "",
              f"Stream `{p['stream']}` (one order), at most {', '.join(f'{v} ({k})' for k, v in p['max_train'].items())} "

@@ -14,7 +14,6 @@ Writes bench/results/memory_int8.{md,json}; bench/memory_cost.py quotes the summ
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np

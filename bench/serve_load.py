@@ -168,7 +168,7 @@ def int8_cost(encoder_spec: str, cache_dir: str, shots: int, workdir: Path) -> l
     from genba.data.splits import sample_few_shot
     from genba.encoders import load_encoder
     from genba.features import extract_features
-    from genba.store import LiveMemory, create_memory
+    from genba.live import LiveMemory, create_memory
 
     encoder, dataset = load_encoder(encoder_spec), load_dataset("textile")
     cache = TensorCache(cache_dir)

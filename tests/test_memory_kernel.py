@@ -63,8 +63,8 @@ def test_int8_memory_reads_like_float32_in_a_quarter_of_the_bytes():
 
 
 def test_int8_dmn_memory_survives_a_store_reload(tmp_path):
-    from genba.methods import Feats
-    from genba.store import LiveMemory, Store
+    from genba.live import LiveMemory
+    from genba.store import Store
     from genba.store.spec import MemorySpec
 
     g = torch.Generator().manual_seed(2)

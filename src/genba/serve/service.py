@@ -22,7 +22,7 @@ from genba.serve.uploads import ApiError, Limits, StoreBusy, check_request_pixel
 from genba.store import Store
 from genba.store.spec import check_hyperparameters
 from genba.store.archive import export_memory, read_archive
-from genba.store.live import LiveMemory, check_encoder, create_memory, encode_images
+from genba.live import LiveMemory, check_encoder, create_memory, encode_images
 
 MEMORY_ID = re.compile(r"^[0-9a-f]{16}$")
 Upload = tuple[bytes, str, str | None]  # (bytes, file name, declared content type)

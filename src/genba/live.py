@@ -25,6 +25,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from genba import features
 from genba.errors import GenbaError
 from genba.methods import Feats, create_method, get_method, make_config, method_names
 from genba.store import banks as bank_io
@@ -71,13 +72,8 @@ def check_encoder(spec: MemorySpec, encoder) -> None:
 
 
 def encode_images(encoder, images: list) -> torch.Tensor:
-    """RGB PIL images -> (N, D) joint features, batched by the encoder's batch size."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), encoder.batch_size):
-            pixels = torch.stack([encoder.preprocess(im) for im in images[i : i + encoder.batch_size]])  # (B, 3, H, W)
-            out.append(encoder.encode_image(pixels).float())
-    return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
+    """RGB PIL images -> (N, D) joint features (genba.features.encode_images, batched)."""
+    return features.encode_images(encoder, images)[0]
 
 
 def build_method(spec: MemorySpec, text, state: dict, entries: Entries):
