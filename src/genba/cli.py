@@ -91,8 +91,8 @@ def cmd_adapt(args) -> int:
         keys = get_method(r["method"]).shown_hyperparameters
         return ", ".join(f"{k}={r['hyperparameters'][k]:g}" for k in keys) or "-"
     print(markdown_table(
-        ["method", "shots", "seed", "top-1 (%)", "hyperparameters", "selected on"],
-        [[r["method"], r["shots"], r["seed"], r["top1"], shown(r), r["selected_on"]] for r in results],
+        ["method", "shots", "seed", "top-1 (%)", "balanced acc (%)", "hyperparameters", "selected on"],
+        [[r["method"], r["shots"], r["seed"], r["top1"], r["balanced_accuracy"], shown(r), r["selected_on"]] for r in results],
     ))
     print(f"\n{dataset.name}: {results[0]['n']} test images, {len(dataset.classnames)} classes (chance {100 / len(dataset.classnames):.1f}%), "
           f"encoder {args.encoder}, cache space {args.space}, validation {results[0]['n_val']} images from train")
