@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from genba.experiment import command_line  # noqa: F401  (re-exported for the scripts)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -32,7 +34,3 @@ def installed_datasets(requested: list[str] | None) -> list[str]:
         if not table[name][0]:
             sys.exit(f"dataset '{name}' is not installed: {table[name][1]}")
     return list(requested)
-
-
-def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0], Path.cwd())] + sys.argv[1:])

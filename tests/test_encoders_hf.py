@@ -398,3 +398,22 @@ def test_missing_tokenizer(checkpoints, tmp_path):
     with pytest.raises(GenbaError, match="tokenizer") as error:
         load_encoder(f"hf:{directory}")
     _one_line(error)
+
+
+# ----------------------------------------------------------------------------- backbone surface
+@pytest.mark.parametrize("kind", ["clip", "siglip", "dinov2"])
+def test_hf_backbone_cut_points_give_the_encoders_visual_features(checkpoints, kind):
+    from genba.backbones import load_backbone
+
+    backbone = load_backbone(f"hf:{checkpoints[kind]}")
+    encoder = load_encoder(f"hf:{checkpoints[kind]}")
+    pixels = _batch(encoder, _images(2))
+    with torch.no_grad():
+        tokens = backbone.forward_features(pixels)
+        mid = backbone.forward_features(pixels, until="layer0")
+        assert torch.allclose(backbone.forward_from(mid, "layer0"), tokens, atol=1e-6)
+        visual = backbone.forward_head(tokens)
+    assert tokens.dim() == 3 and backbone.stages[0] == "embeddings" and backbone.stages[-1] == "norm"
+    assert torch.allclose(visual, encoder.encode_image_with_visual(pixels)[1], atol=1e-5)
+    names = {n.rsplit(".", 1)[-1] for n, _ in backbone.module.named_modules()}
+    assert set(backbone.adapter_targets()) <= names  # what peft's target_modules would match

@@ -30,7 +30,7 @@ except ModuleNotFoundError:  # pragma: no cover - the dev extra installs them
 web = pytest.mark.skipif(httpx is None, reason="the serve extra (fastapi, uvicorn, python-multipart) or httpx is missing")
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-0123456789"}
 COLORS = {"red": (230, 20, 20), "green": (20, 210, 30), "blue": (20, 30, 230)}
 
 
@@ -55,7 +55,7 @@ def files(items):
 
 @pytest.fixture
 def client(tmp_path):
-    app = create_app(tmp_path / "s.sqlite", "admin-secret", encoders=("tiny",), limits=Limits(max_body_bytes=4 << 20))
+    app = create_app(tmp_path / "s.sqlite", "admin-secret-0123456789", encoders=("tiny",), limits=Limits(max_body_bytes=4 << 20))
     with TestClient(app) as c:
         yield c
     app.state.service.close()
@@ -186,7 +186,7 @@ def test_missing_web_stack_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 @web
-def test_cli_prints_a_generated_admin_token_once(tmp_path, monkeypatch, capsys):
+def test_cli_writes_a_generated_admin_token_to_an_owner_only_file(tmp_path, monkeypatch, capsys):
     import uvicorn
 
     served = {}
@@ -194,11 +194,22 @@ def test_cli_prints_a_generated_admin_token_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
     assert main(["serve", "--store", str(tmp_path / "s.sqlite"), "--port", "9", "--encoders", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert out.count("admin token (shown once") == 1 and served["host"] == "127.0.0.1" and served["port"] == 9
-    token = out.split("admin token (shown once; set GENBA_ADMIN_TOKEN to choose it): ")[1].split()[0]
+    path = tmp_path / "s.sqlite.admin-token"
+    token = path.read_text().strip()
+    assert token not in out and str(path) in out and served["host"] == "127.0.0.1" and served["port"] == 9
+    assert path.stat().st_mode & 0o777 == 0o600
     with TestClient(served["app"]) as c:
         assert c.get("/status.json", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     served["app"].state.service.close()
+    # --admin-token-file reads the same file; short or blank tokens and group-readable files are refused
+    assert main(["serve", "--store", str(tmp_path / "s.sqlite"), "--admin-token-file", str(path), "--encoders", "tiny"]) == 0
+    served["app"].state.service.close()
+    for bad in ("short", "   " * 8):
+        assert main(["serve", "--store", str(tmp_path / "s.sqlite"), "--admin-token", bad]) == 2
+        assert "at least 16 characters" in capsys.readouterr().err
+    path.chmod(0o644)
+    assert main(["serve", "--store", str(tmp_path / "s.sqlite"), "--admin-token-file", str(path)]) == 2
+    assert "chmod 600" in capsys.readouterr().err
 
 
 def free_port() -> int:
@@ -212,7 +223,7 @@ def server():
     """`genba serve` in a subprocess on a free loopback port, with one memory ready to predict."""
     folder = Path(tempfile.mkdtemp(prefix="genba-serve-"))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "GENBA_ADMIN_TOKEN": "admin-secret"}
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "GENBA_ADMIN_TOKEN": "admin-secret-0123456789"}
     proc = subprocess.Popen([sys.executable, "-m", "genba.cli", "serve", "--store", str(folder / "s.sqlite"),
                              "--port", str(port), "--encoders", "tiny", "--quiet"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -255,7 +266,7 @@ def test_status_page_in_headless_chromium(server, tmp_path):
                files=files([("q.png", png(COLORS["red"], seed=8), "image/png")]))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
              "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", f"{base}/status#token=admin-secret"],
+    dom = subprocess.run([browser, *flags, "--dump-dom", f"{base}/status#token=admin-secret-0123456789"],
                          capture_output=True, text=True, timeout=90).stdout
     start = dom.index(f'id="memory-{memory_id}"')
     section = dom[start:dom.index("</section>", start)]

@@ -18,7 +18,8 @@ import torch
 
 from genba.errors import GenbaError
 from genba.memory.read import l2_normalize
-from genba.store import LiveMemory, MemorySpec, Store, check_encoder, export_memory, import_memory
+from genba.live import LiveMemory, check_encoder
+from genba.store import MemorySpec, Store, export_memory, import_memory
 from genba.store.archive import read_archive
 from genba.store.codec import decode_rows, encode_rows, roundtrip
 

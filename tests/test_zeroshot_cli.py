@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import COLORS, make_color_folder
 from genba.cli import main

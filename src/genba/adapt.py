@@ -7,7 +7,7 @@ Protocol (nothing is chosen on test labels):
 2. a validation set (`val_per_class` per class) is carved from train with `seed`, and the
    K-shot support is drawn from the rest of train with the same seed;
 3. hyperparameters are either the paper defaults (`select="fixed"`) or the best point of a
-   grid fixed in advance (`SELECTION_GRIDS`) scored on the validation set (`select="val"`);
+   grid fixed in advance (each method's `selection_grid`) scored on the validation set (`select="val"`);
 4. test queries stream through the method in a seeded permutation (`seed`), recorded in the
    result, and test-time memories update as they go.
 The cache space is "joint" (the VLM's space) or "visual" (the encoder's visual features,
@@ -27,21 +27,15 @@ from genba.data import sample_few_shot, train_val_split
 from genba.encoders.base import Encoder, l2_normalize
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
-from genba.methods import Feats, create_method, get_method, make_config, method_names, select_on_val
+from genba.metrics import classification_metrics
+from genba.methods import Feats, get_method, make_config, method_names, select_on_val
 from genba.zeroshot import cached_text_classifier
 
 SPACES = ("joint", "visual")
 
-# Grids fixed before any result was seen; FACTS.md notes that validation picks alpha of 1e2-1e4
-# for visual caches, far from the papers' 1.0, so the grids span several decades.
-SELECTION_GRIDS: dict[str, dict[str, list]] = {
-    "tip-adapter": {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]},
-    "tip-adapter-f": {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]},
-    "tda": {"pos_alpha": [0.5, 2.0, 8.0], "pos_beta": [1.0, 5.0, 20.0]},
-    "dmn-zs": {"b_dyn": [0.3, 1.0, 3.0], "beta": [1.0, 5.5, 20.0]},
-    "dmn-tf": {"b_dyn": [0.0, 1.0, 3.0], "b_static": [1.0, 3.0, 10.0, 30.0], "beta": [5.5, 20.0]},
-    "dmn": {"b_dyn": [0.0, 1.0], "b_static": [3.0, 30.0]},  # each point trains: a smaller grid
-}
+def selection_grid(method: str) -> dict[str, list]:
+    """The validation grid of `method` (fixed in advance; it lives on the method's class)."""
+    return get_method(method).selection_grid
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ class AdaptSpec:
 class PreparedData:
     """Cached features of one dataset, split for one seed."""
 
-    classifier: torch.Tensor  # (C, Dt)
+    classifier: torch.Tensor | None  # (C, Dt); None for a vision-only encoder (no text tower)
     train: Features
     test: Features
     centre: torch.Tensor | None  # (Dv,) mean visual feature of the train split
@@ -87,7 +81,8 @@ def prepare(encoder: Encoder, dataset, *, cache: TensorCache | None, progress: b
     """Features of train and test and the text classifier (all from the cache when present)."""
     train = extract_features(encoder, dataset, "train", cache=cache, progress=progress)
     test = extract_features(encoder, dataset, "test", cache=cache, progress=progress)
-    classifier = cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+    classifier = (cached_text_classifier(encoder, dataset.classnames, dataset.templates, cache)
+                  if getattr(encoder, "has_text", True) else None)
     centre = None if train.visual is None else train.visual.mean(dim=0)
     return PreparedData(classifier, train, test, centre)
 
@@ -111,32 +106,30 @@ def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, 
         source, split = dataset.with_subset_split("test", wanted)
     extra = [extract_features(encoder, source, split, cache=cache, transform=view_transform(v), progress=progress)
              for v in range(1, views)]
-    extra = [f.subset(_rows(f, wanted)) for f in extra]  # same images, same order as `test`
+    extra = [f.subset(f.rows_of(wanted)) for f in extra]  # same images, same order as `test`
     per_view = [_feats(f, space, centre) for f in [test] + extra]
     joint = torch.stack([f.joint for f in per_view], dim=1)  # (N, V, Dt)
     cache_feats = None if per_view[0].cache is None else torch.stack([f.cache for f in per_view], dim=1)  # (N, V, Dc)
     return Feats(joint, cache_feats)
 
 
-def _rows(features: Features, dataset_indices: np.ndarray) -> torch.Tensor:
-    """Positions in `features` of the given dataset indices."""
-    position = {int(i): r for r, i in enumerate(features.indices.tolist())}
-    return torch.as_tensor([position[int(i)] for i in dataset_indices], dtype=torch.long)
-
-
 def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
               data: PreparedData | None = None, progress: bool = True) -> dict:
     """Run one method on one dataset split as the module docstring describes; returns the result dict."""
     spec.validate()
+    if not getattr(encoder, "has_text", True) and not get_method(spec.method).works_without_text():
+        able = [n for n in method_names() if get_method(n).works_without_text()]
+        raise GenbaError(f"method '{spec.method}' needs class text features, but encoder '{encoder.name}' is vision-only "
+                         f"(no text tower); use one of: {', '.join(able)}")
     data = data or prepare(encoder, dataset, cache=cache, progress=progress)
     pool, val_idx = train_val_split(dataset, val_per_class=spec.val_per_class, seed=spec.seed)
-    val = data.train.subset(_rows(data.train, val_idx))
-    fit_args: dict = {"text_classifier": data.classifier}
+    val = data.train.subset(data.train.rows_of(val_idx))
+    fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
     if spec.shots > 0:
-        support = data.train.subset(_rows(data.train, sample_few_shot(dataset, pool, spec.shots, spec.seed)))
+        support = data.train.subset(data.train.rows_of(sample_few_shot(dataset, pool, spec.shots, spec.seed)))
         fit_args.update(support=_feats(support, spec.space, data.centre), labels=support.labels)
     val_feats = _feats(val, spec.space, data.centre)
-    grid = SELECTION_GRIDS.get(spec.method, {})
+    grid = selection_grid(spec.method)
     start = time.perf_counter()
     table: list[dict] = []
     if spec.select == "val" and grid:
@@ -164,7 +157,7 @@ def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache 
         "seed": spec.seed,
         "space": spec.space,
         "n": len(data.test),
-        "top1": 100.0 * (predictions == data.test.labels).float().mean().item(),
+        **classification_metrics(predictions, data.test.labels, len(dataset.classnames)),
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
         "selection_table": table,

@@ -85,10 +85,14 @@ def cmd_adapt(args) -> int:
         result = run_adapt(encoder, dataset, spec, data=data, cache=cache, progress=not args.quiet)
         result["encoder_spec"] = args.encoder
         results.append(result)
-    shown = lambda r: ", ".join(f"{k}={v:g}" for k, v in r["hyperparameters"].items() if k in ("alpha", "beta", "b_dyn", "b_static", "pos_alpha", "pos_beta")) or "-"
+    from genba.methods import get_method
+
+    def shown(r):
+        keys = get_method(r["method"]).shown_hyperparameters
+        return ", ".join(f"{k}={r['hyperparameters'][k]:g}" for k in keys) or "-"
     print(markdown_table(
-        ["method", "shots", "seed", "top-1 (%)", "hyperparameters", "selected on"],
-        [[r["method"], r["shots"], r["seed"], r["top1"], shown(r), r["selected_on"]] for r in results],
+        ["method", "shots", "seed", "top-1 (%)", "balanced acc (%)", "hyperparameters", "selected on"],
+        [[r["method"], r["shots"], r["seed"], r["top1"], r["balanced_accuracy"], shown(r), r["selected_on"]] for r in results],
     ))
     print(f"\n{dataset.name}: {results[0]['n']} test images, {len(dataset.classnames)} classes (chance {100 / len(dataset.classnames):.1f}%), "
           f"encoder {args.encoder}, cache space {args.space}, validation {results[0]['n_val']} images from train")

@@ -9,13 +9,16 @@ with the same key loads the tensors and never loads the image model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+import itertools
+from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from genba.cache import TensorCache
+from genba.data.transforms import ImageTransform
 from genba.encoders.base import Encoder
 from genba.errors import GenbaError
 
@@ -23,14 +26,6 @@ if TYPE_CHECKING:
     from genba.data import Dataset
 
 FEATURES_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """A named PIL -> PIL transform applied before the encoder's preprocessing."""
-
-    name: str
-    apply: Callable[[Image.Image], Image.Image]
 
 
 @dataclass
@@ -51,6 +46,11 @@ class Features:
         visual = None if self.visual is None else self.visual[rows]
         return Features(self.image[rows], visual, self.labels[rows], self.indices[rows])
 
+    def rows_of(self, dataset_indices) -> torch.Tensor:
+        """Positions in this split of the given dataset indices, in their order."""
+        position = {int(i): r for r, i in enumerate(self.indices.tolist())}
+        return torch.as_tensor([position[int(i)] for i in np.asarray(dataset_indices)], dtype=torch.long)
+
 
 def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
     """The cache key: every input that determines the features."""
@@ -64,24 +64,36 @@ def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: Ima
     }
 
 
-@torch.inference_mode()
-def _encode_indices(encoder: Encoder, dataset: "Dataset", indices, transform, progress: bool, label: str):
+def encode_images(encoder: Encoder, images: Iterable[Image.Image], *, transform: ImageTransform | None = None,
+                  bar=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """RGB PIL images -> (joint (N, D), visual (N, Dv) or None), encoded `encoder.batch_size` at a
+    time under inference_mode; `images` may be a lazy iterable (only one batch is decoded at once).
+    The one batched encoding loop of genba: feature extraction and the live memories both use it."""
     joint_rows, visual_rows = [], []
     batch_size = max(1, encoder.batch_size)
+    iterator = iter(images)
+    with torch.inference_mode():
+        while batch := list(itertools.islice(iterator, batch_size)):
+            if transform is not None:
+                batch = [transform.apply(image) for image in batch]
+            pixels = torch.stack([encoder.preprocess(image) for image in batch])  # (B, 3, H, W)
+            joint, visual = encoder.encode_image_with_visual(pixels)
+            joint_rows.append(joint.float())
+            if visual is not None:
+                visual_rows.append(visual.float())
+            if bar is not None:
+                bar.update(len(batch))
+    if not joint_rows:
+        return torch.zeros(0, encoder.embed_dim), None
+    return torch.cat(joint_rows), (torch.cat(visual_rows) if visual_rows else None)
+
+
+def _encode_indices(encoder: Encoder, dataset: "Dataset", indices, transform, progress: bool, label: str):
     bar = tqdm(total=len(indices), desc=label, unit="img", disable=not progress, leave=False)
-    for start in range(0, len(indices), batch_size):
-        images = [dataset.image(int(i)) for i in indices[start : start + batch_size]]
-        if transform is not None:
-            images = [transform.apply(image) for image in images]
-        pixels = torch.stack([encoder.preprocess(image) for image in images])  # (B, 3, H, W)
-        joint, visual = encoder.encode_image_with_visual(pixels)
-        joint_rows.append(joint.float())
-        if visual is not None:
-            visual_rows.append(visual.float())
-        bar.update(len(images))
-    bar.close()
-    visual = torch.cat(visual_rows) if visual_rows else None
-    return torch.cat(joint_rows), visual
+    try:
+        return encode_images(encoder, (dataset.image(int(i)) for i in indices), transform=transform, bar=bar)
+    finally:
+        bar.close()
 
 
 def extract_features(

@@ -92,3 +92,7 @@ class Backbone:
 
     def _stage_modules(self, index: int) -> list[nn.Module]:
         raise NotImplementedError
+
+    def adapter_targets(self) -> list[str]:
+        """Names of the modules adapters (LoRA through peft) may target (peft's target_modules)."""
+        return []

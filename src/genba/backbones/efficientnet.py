@@ -79,6 +79,10 @@ class EfficientNetLite(Backbone):
             return [net._conv_head, net._bn1]
         return [net._blocks[index - 1]]
 
+    def adapter_targets(self) -> list[str]:
+        """The 1x1 expansion and projection convolutions of the MBConv blocks."""
+        return ["_expand_conv", "_project_conv"]
+
     def forward_head(self, feature_map: torch.Tensor) -> torch.Tensor:
         return feature_map.mean(dim=(2, 3))
 

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from genba.errors import GenbaError
-from genba.features import ImageTransform
+from genba.data.transforms import ImageTransform
 
 VERSION = "1"
 SEVERITIES = (1, 2, 3, 4, 5)

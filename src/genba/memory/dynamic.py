@@ -6,6 +6,9 @@ the few-shot features together with the queue). Write rule for a feature x predi
 with prediction entropy h:
     queue of c not full  -> append x
     queue full           -> j = argmax_s h_cs; replace slot j with x only if h < h_cj
+                            (ties: the most recently written of the tied slots, as both
+                            reference codes do: TDA keeps its queue sorted by entropy with a
+                            stable sort and replaces the last entry)
 Only features are stored, never images. The per-class Gram matrix G_c = R_c R_c^T is updated
 with each write (one row and column, O((L + E) D)) so that a read is one pass over the rows
 (`genba.memory.read.memory_read`, Gram order). Every write validates its inputs first: a bad
@@ -22,11 +25,14 @@ import torch
 from genba.errors import GenbaError
 from genba.memory.read import affinity_read, dots, gram_of, memory_read
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
+KERNELS = ("auto", "fused", "torch")
+"""Memory read kernels: 'auto' (default) and 'fused' use genba.memory.fused wherever it applies
+(float16 rows, one query) and torch elsewhere; 'torch' never uses it."""
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """'float16' | 'float32' | 'bfloat16' or a torch dtype -> torch dtype (GenbaError otherwise)."""
+    """'float16' | 'float32' | 'bfloat16' | 'int8' or a torch dtype -> torch dtype (GenbaError otherwise)."""
     if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
         return dtype
     if dtype in _DTYPES:
@@ -68,16 +74,20 @@ class DynamicMemory:
         num_classes: C.
         capacity: L, slots per class queue (DMN 50; TDA 3 positive / 2 negative).
         dim: D, feature dimension.
-        dtype: storage dtype of rows; float16 halves the bytes (C=1000, L=50, D=512: 51 MB).
+        dtype: storage dtype of rows; float16 halves the bytes (C=1000, L=50, D=512: 51 MB); int8
+            keeps each row as codes with a per-row scale (the store's codec: s = max|x| / 127,
+            code = round(x / s)), a quarter of float32, with the Gram matrix in float16.
         pinned: (C, E, D) rows read with every class queue (text feature, few-shot features).
         pinned_mask: (C, E) bool, False where a pinned row is padding.
         payload_dim: P > 0 keeps a (C, L, P) float32 payload per slot (TDA's probability maps).
         keep_gram: maintain G (C, L+E, L+E) for one-pass reads (dtype follows `dtype`).
+        normalize: store written features as unit rows (DMN); False keeps them as given (TDA's
+            reference caches the un-normalised mean of the kept views).
     """
 
     def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
                  pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
-                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "torch") -> None:
+                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "auto", normalize: bool = True) -> None:
         if num_classes < 1 or capacity < 1 or dim < 1:
             raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
         C, L, D = num_classes, capacity, dim
@@ -89,26 +99,63 @@ class DynamicMemory:
                 raise GenbaError(f"pinned_mask must have shape ({C}, {E}), got {tuple(pinned_mask.shape)}")
             check_features(pinned.reshape(-1, D)[pinned_mask.reshape(-1).bool()] if pinned_mask is not None
                            else pinned.reshape(-1, D), D, "pinned rows")
-        if kernel not in ("torch", "fused"):
-            raise GenbaError(f"unknown memory kernel '{kernel}': use 'torch' or 'fused' (compiled, see genba.memory.fused)")
-        self.kernel = kernel
+        if kernel not in KERNELS:
+            raise GenbaError(f"unknown memory kernel '{kernel}': use 'auto' (compiled where it applies), 'fused' or 'torch'")
+        self.kernel, self.normalize = kernel, normalize
         self.num_classes, self.capacity, self.dim, self.num_pinned = C, L, D, E
         self.dtype = resolve_dtype(dtype)
-        self.rows = torch.zeros(C, L + E, D, dtype=self.dtype)  # (C, L+E, D)
+        self.quantized = self.dtype == torch.int8
+        self.gram_dtype = torch.float16 if self.quantized else self.dtype
+        self.rows = torch.zeros(C, L + E, D, dtype=self.dtype)  # (C, L+E, D), int8 codes when quantized
+        self.row_scale = torch.zeros(C, L + E) if self.quantized else None  # (C, L+E) per-row scale of the codes
         self.valid = torch.zeros(C, L + E, dtype=torch.bool)  # (C, L+E)
         self.entropy = torch.full((C, L), math.inf)  # (C, L) entropy of each queued feature
         self.count = torch.zeros(C, dtype=torch.long)  # (C,) filled queue slots
         self.payload = torch.zeros(C, L, payload_dim) if payload_dim else None  # (C, L, P)
         self.changes = torch.zeros(C, dtype=torch.long)  # (C,) bumped whenever a class's rows change
+        self.written = torch.zeros(C, L, dtype=torch.long)  # (C, L) write stamp of each slot (0: never), breaks eviction ties
+        self._clock = 0
         if E:
             pm = torch.ones(C, E, dtype=torch.bool) if pinned_mask is None else pinned_mask.bool()
-            self.rows[:, L:] = (torch.nn.functional.normalize(pinned.float(), dim=-1) * pm[..., None]).to(self.dtype)
+            unit = torch.nn.functional.normalize(pinned.float(), dim=-1) * pm[..., None]  # (C, E, D)
+            codes, scales = self.encode(unit.reshape(C * E, D))
+            self.rows[:, L:] = codes.view(C, E, D)
+            if self.quantized:
+                self.row_scale[:, L:] = scales.view(C, E)
             self.valid[:, L:] = pm
         self.gram = None
         if keep_gram:
-            self.gram = torch.zeros(C, L + E, L + E, dtype=self.dtype)  # (C, L+E, L+E)
+            self.gram = torch.zeros(C, L + E, L + E, dtype=self.gram_dtype)  # (C, L+E, L+E)
             if E:
-                self.gram[:, L:, L:] = gram_of(self.rows[:, L:]).to(self.dtype)  # (C, E, E)
+                self.gram[:, L:, L:] = gram_of(self.values(slice(None), slice(L, None))).to(self.gram_dtype)  # (C, E, E)
+
+    # ----------------------------------------------------------------------------- codes
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, D) float rows -> (stored rows in the memory's dtype, (N,) scales or None)."""
+        if not self.quantized:
+            return x.to(self.dtype), None
+        x = x.float()
+        scale = x.abs().amax(1) / 127.0  # (N,) as genba.store.codec
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return torch.round(x / scale[:, None]).clamp_(-127, 127).to(torch.int8), scale
+
+    def values(self, c=slice(None), j=slice(None)) -> torch.Tensor:
+        """Rows [c, j] as float32 values (dequantized when the memory keeps int8 codes)."""
+        if not self.quantized:
+            return self.rows[c, j].float()
+        return self.rows[c, j].float() * self.row_scale[c, j][..., None]
+
+    def set_row(self, c: int, j: int, x: torch.Tensor) -> None:
+        """Store (D,) float `x` in slot (c, j) as the memory keeps it, updating the Gram row and column."""
+        codes, scale = self.encode(x.reshape(1, -1))
+        self.rows[c, j] = codes[0]
+        if self.quantized:
+            self.row_scale[c, j] = scale[0]
+        self.changes[c] += 1
+        if self.gram is not None:
+            g = (self.values(c) @ self.values(c, j)).to(self.gram_dtype)  # (L+E,), zero at empty slots
+            self.gram[c, j, :] = g
+            self.gram[c, :, j] = g
 
     # ----------------------------------------------------------------------------- write
     def _check_write(self, x: torch.Tensor, cls, ent, payload, admit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,7 +175,7 @@ class DynamicMemory:
                 raise GenbaError(f"this memory needs a finite payload of shape ({B}, {self.payload.shape[2]}) per write")
         elif payload is not None:
             raise GenbaError("this memory keeps no payload; pass payload=None")
-        return torch.nn.functional.normalize(x, dim=1), cls, ent
+        return (torch.nn.functional.normalize(x, dim=1) if self.normalize else x), cls, ent
 
     def write(self, x: torch.Tensor, cls: int, ent: float, payload: torch.Tensor | None = None) -> bool:
         """Write one feature (D,) for class `cls` with entropy `ent`; True if it was stored."""
@@ -153,7 +200,7 @@ class DynamicMemory:
         x, cls, ent = self._check_write(x, cls, ent, payload, admit)  # nothing mutated before this line
         L = self.capacity
         stored = torch.zeros(x.shape[0], dtype=torch.bool)
-        xs = x.to(self.dtype)  # (B, D)
+        xs, xs_scale = self.encode(x)  # (B, D) as stored, (B,) scales when quantized
         for i in range(x.shape[0]):
             if admit is not None and not bool(admit[i]):
                 continue
@@ -164,17 +211,23 @@ class DynamicMemory:
                 j = n
                 self.count[c] += 1
             else:
-                j = int(torch.argmax(self.entropy[c, :n]))
+                ent_c = self.entropy[c, :n]
+                tied = ent_c == ent_c.max()
+                j = int(torch.argmax(torch.where(tied, self.written[c, :n], -1)))  # latest written of the worst
                 if not h < float(self.entropy[c, j]):
                     continue
             self.rows[c, j] = xs[i]
+            if self.quantized:
+                self.row_scale[c, j] = xs_scale[i]
             self.valid[c, j] = True
             self.entropy[c, j] = h
             self.changes[c] += 1
+            self._clock += 1
+            self.written[c, j] = self._clock
             if self.payload is not None:
                 self.payload[c, j] = payload[i].float()
             if self.gram is not None:
-                g = (self.rows[c].float() @ xs[i].float()).to(self.dtype)  # (L+E,), zero at empty slots
+                g = (self.values(c) @ self.values(c, j)).to(self.gram_dtype)  # (L+E,), zero at empty slots
                 self.gram[c, j, :] = g
                 self.gram[c, :, j] = g
             stored[i] = True
@@ -184,12 +237,14 @@ class DynamicMemory:
     def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
         q = check_features(q, self.dim, "memory read queries")
-        if self.kernel == "fused":
+        if self.kernel != "torch":  # 'auto' and 'fused': the compiled read wherever it applies
             from genba.memory.fused import fused_read
 
             logits = fused_read(self.rows, self.gram, self.valid, q, beta=beta, scale=scale)
             if logits is not None:
                 return logits
+        if self.quantized:
+            return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram, row_scale=self.row_scale)
         return memory_read(q, self.rows, self.valid, beta=beta, scale=scale, gram=self.gram)
 
     def affinity(self, q: torch.Tensor, *, beta: float, values: Callable | None = None) -> torch.Tensor:
@@ -201,7 +256,7 @@ class DynamicMemory:
         """
         q = check_features(q, self.dim, "memory read queries")
         C, L, D = self.num_classes, self.capacity, self.dim
-        slots = self.rows[:, :L].reshape(C * L, D)  # (C*L, D)
+        slots = self.values(slice(None), slice(0, L)).reshape(C * L, D) if self.quantized else self.rows[:, :L].reshape(C * L, D)
         m = self.valid[:, :L].reshape(C * L).float()  # (C*L,)
         if values is None:
             aff = torch.exp(-beta * (1.0 - dots(q, slots))) * m  # (B, C*L)
@@ -213,23 +268,25 @@ class DynamicMemory:
     @property
     def nbytes(self) -> int:
         """Bytes held by the memory's tensors."""
-        ts = [self.rows, self.valid, self.entropy, self.count, self.payload, self.gram]
+        ts = [self.rows, self.valid, self.entropy, self.count, self.payload, self.gram, self.row_scale]
         return sum(t.numel() * t.element_size() for t in ts if t is not None)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors that define the memory (copies)."""
-        d = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count}
-        d.update({k: v for k, v in (("payload", self.payload), ("gram", self.gram)) if v is not None})
+        d = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count, "written": self.written}
+        d.update({k: v for k, v in (("payload", self.payload), ("gram", self.gram), ("row_scale", self.row_scale))
+                  if v is not None})
         return {k: v.clone() for k, v in d.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Restore a `state_dict` of a memory with the same shapes (checked before anything changes)."""
         mine = {"rows": self.rows, "valid": self.valid, "entropy": self.entropy, "count": self.count,
-                "payload": self.payload, "gram": self.gram}
+                "written": self.written, "payload": self.payload, "gram": self.gram, "row_scale": self.row_scale}
         mine = {k: v for k, v in mine.items() if v is not None}
         if set(state) != set(mine) or any(state[k].shape != v.shape or state[k].dtype != v.dtype
                                           for k, v in mine.items()):
             raise GenbaError("memory state does not match this memory's classes, capacity, dim or dtype")
         for k, v in mine.items():
             v.copy_(state[k])
+        self._clock = int(self.written.max())
         self.changes += 1

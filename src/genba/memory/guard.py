@@ -40,8 +40,8 @@ class CollapseGuard:
     def __post_init__(self) -> None:
         if not 0.0 < self.max_entropy <= 1.0:
             raise GenbaError(f"guard max_entropy must be in (0, 1], got {self.max_entropy}")
-        if self.balance < 0 or not 0.0 <= self.prior_momentum < 1.0:
-            raise GenbaError("guard balance must be >= 0 and prior_momentum in [0, 1)")
+        if not 0.0 <= self.balance <= 1e6 or not 0.0 <= self.prior_momentum < 1.0:
+            raise GenbaError("guard balance must be in [0, 1e6] and prior_momentum in [0, 1)")
         self._prior: torch.Tensor | None = None
 
     @property

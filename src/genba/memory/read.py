@@ -24,19 +24,9 @@ import threading
 
 import torch
 
-EPS = 1e-12
+from genba.tensors import EPS, entropy, l2_normalize  # noqa: F401  (re-exported: memory.read.l2_normalize)
 _CHUNK_ROWS = 512  # rows converted to fp32 at a time for batched half-precision reads
 _SCRATCH = threading.local()  # per-thread float32 buffer for the half-precision Gram form
-
-
-def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """x / ||x|| along `dim` (zero rows stay zero)."""
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(EPS)
-
-
-def entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Shannon entropy in nats, H(p) = -sum p log p, along `dim`."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(dim)
 
 
 def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -44,14 +34,14 @@ def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
     Args:
         q: (B, D) queries.
-        rows: (N, D) rows, float32 / float16 / bfloat16.
+        rows: (N, D) rows, float32 / float16 / bfloat16 / int8 codes (scale them afterwards).
 
     Returns:
         (B, N) float32.
     """
     if rows.dtype == torch.float32:
         return q.float() @ rows.T  # (B, N)
-    if q.shape[0] < 8:
+    if q.shape[0] < 8 and rows.dtype != torch.int8:
         # For a few queries, a half-precision (B, D) @ (D, N) runs near memory bandwidth on CPU
         # (about 1.2x a plain sum over the bytes for B=1, and reads the rows once for all B);
         # for larger batches it is far slower, so they go through cache-sized float32 blocks.
@@ -99,6 +89,7 @@ def memory_read(
     keys: torch.Tensor | None = None,
     query_for_weights: torch.Tensor | None = None,
     out_bias: torch.Tensor | None = None,
+    row_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prototype read of a per-class memory (equations in the module docstring).
 
@@ -113,6 +104,8 @@ def memory_read(
         keys: (C, S, D) rows the weights are computed from, if not `rows` (trained DMN).
         query_for_weights: (B, D) query used for the weights, if not `q` (trained DMN).
         out_bias: (C, D) added to the normalised prototype, which is renormalised (trained DMN).
+        row_scale: (C, S) per-row scales when `rows` holds int8 codes (value = scale * code);
+            the Gram matrix is then that of the values.
 
     Returns:
         (B, C) float32 logits.
@@ -122,6 +115,12 @@ def memory_read(
     qw = q if query_for_weights is None else query_for_weights
     k = rows if keys is None else keys
     sim = dots(qw, k.reshape(C * S, D)).view(B, C, S)  # (B, C, S)
+    if row_scale is not None:
+        if keys is not None:
+            raise ValueError("row_scale applies to the rows, not to separate keys")
+        sim = sim * row_scale  # (B, C, S) cosines of the dequantized rows
+        if gram is None:
+            rows = rows.float() * row_scale[..., None]
     if gram is not None and keys is None and query_for_weights is None and out_bias is None:
         w = sim.mul(beta).sub_(beta).exp_()  # (B, C, S) = exp(-beta (1 - sim)), in place: no autograd here
         if mask is not None:

@@ -9,6 +9,11 @@ scale * cos(image, class text)), and `cache`, the space the memories keep (the V
 again, or the encoder's visual features). Either may carry V test-time views, (N, V, D), view 0
 being the un-augmented image. Test-time methods consume queries in `order` and update their
 memories as they go; `reset()` returns them to the state right after `fit`.
+
+Vision-only encoders (DINOv2) have no text classifier: `fit(None, support, labels,
+num_classes=C)`. Methods whose class declares `text_optional = True` itself (the declaration is
+not inherited: a subclass may need text again) then run with the text logits absent, which
+`text_logits` returns as zeros; every other method refuses with a GenbaError naming those that can.
 """
 
 from __future__ import annotations
@@ -65,6 +70,16 @@ class Method:
     needs_support: ClassVar[bool] = False
     test_time: ClassVar[bool] = False
     uses_cache: ClassVar[bool] = True  # False: cache features are accepted and ignored
+    selection_grid: ClassVar[dict[str, list]] = {}
+    """Hyperparameter grid scored on the validation split (`--select val`), fixed before any result."""
+    shown_hyperparameters: ClassVar[tuple[str, ...]] = ()
+    """The hyperparameters result tables print for this method."""
+    text_optional: ClassVar[bool] = False  # True (declared on the class itself): runs without a text classifier
+
+    @classmethod
+    def works_without_text(cls) -> bool:
+        """True when this very class declares `text_optional` (not inherited)."""
+        return bool(cls.__dict__.get("text_optional", False))
 
     def __init__(self, config=None) -> None:
         self.config = self.config_cls() if config is None else config
@@ -74,28 +89,46 @@ class Method:
         self.space: tuple[str, int] | None = None  # ("joint" | "cache", dim) of the memories
 
     # --------------------------------------------------------------------------- public API
-    def fit(self, text_classifier: torch.Tensor, support: Feats | None = None, labels=None, *,
-            val: tuple[Feats, torch.Tensor] | None = None) -> None:
+    def fit(self, text_classifier: torch.Tensor | None, support: Feats | None = None, labels=None, *,
+            val: tuple[Feats, torch.Tensor] | None = None, num_classes: int | None = None) -> None:
         """Build the method from the text classifier and (if it uses them) labelled support features.
 
         Args:
-            text_classifier: (C, Dt) class text features (normalised here).
+            text_classifier: (C, Dt) class text features (normalised here), or None for a
+                vision-only encoder (then `num_classes` is required and only methods that
+                declare `text_optional` accept it).
             support: few-shot image features, joint (N, [V,] Dt) and optionally cache (N, [V,] Dc);
                 giving cache features puts the memories in that space.
             labels: (N,) class indices of the support features.
             val: optional (features, labels) from a validation split; only methods that select
                 something during training (tip-adapter-f's epoch) look at it. Never pass test.
         """
-        if not isinstance(text_classifier, torch.Tensor) or text_classifier.dim() != 2:
-            raise GenbaError("text_classifier must be a (C, D) tensor of class text features")
-        text = l2_normalize(check_features(text_classifier, text_classifier.shape[1], "text classifier"))
+        if text_classifier is None:
+            if not self.works_without_text():
+                from genba.methods.registry import get_method, method_names
+
+                able = [n for n in method_names() if get_method(n).works_without_text()]
+                raise GenbaError(f"method {self.name!r} needs class text features, which a vision-only encoder (no text "
+                                 f"tower, e.g. DINOv2) cannot make; use one of: {', '.join(able)}")
+            if support is None:
+                raise GenbaError(f"method {self.name!r} without text features needs labelled support; use --shots >= 1")
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+                raise GenbaError("fit without a text classifier needs num_classes (the number of classes)")
+            text, C, dj = None, num_classes, None
+        else:
+            if not isinstance(text_classifier, torch.Tensor) or text_classifier.dim() != 2:
+                raise GenbaError("text_classifier must be a (C, D) tensor of class text features")
+            text = l2_normalize(check_features(text_classifier, text_classifier.shape[1], "text classifier"))
+            C, dj = text.shape[0], text.shape[1]
         sj = sc = y = space = None
         if support is not None:
-            sj, sc, space = self._split(support, text.shape[1], "support")
-            y = check_labels(labels, len(support), text.shape[0], "support labels")
+            sj, sc, space = self._split(support, dj, "support")
+            y = check_labels(labels, len(support), C, "support labels")
+            dj = sj.shape[2]
         elif self.needs_support:
             raise GenbaError(f"method {self.name!r} needs labelled support features (few-shot); use --shots >= 1")
-        self.text, self.num_classes, self.space, self._fit_space = text, text.shape[0], space, space
+        self.text, self.num_classes, self.space, self._fit_space = text, C, space, space
+        self.joint_dim, self.fitted = dj, True
         self._fit(sj, sc, y, val)
 
     def predict_stream(self, queries: Feats, order=None) -> torch.Tensor:
@@ -104,9 +137,9 @@ class Method:
         All queries are validated before the first one is processed, so a bad query leaves
         every memory untouched.
         """
-        if self.text is None:
+        if not getattr(self, "fitted", False):
             raise GenbaError(f"method {self.name!r} must be fit before predict_stream")
-        qj, qc, space = self._split(queries, self.text.shape[1], "queries")
+        qj, qc, space = self._split(queries, self.joint_dim, "queries")
         if not self.uses_cache:
             space = self.space
         elif self.space is not None and space != self.space:
@@ -120,6 +153,26 @@ class Method:
     def reset(self) -> None:
         """Return test-time memories to their state right after `fit` (no-op for other methods)."""
         self.space = self._fit_space
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The learned tensors of a fitted method (trained cache keys, trained biases), so that a
+        fit can be saved in safetensors and restored without retraining; {} for methods that learn
+        nothing beyond their memories (the store persists those)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what state_dict() returned, onto a method fitted on the same support."""
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise GenbaError(f"{self.name} state has keys {sorted(state)}, expected {sorted(expected)}")
+        for key, value in state.items():
+            if value.shape != expected[key].shape:
+                raise GenbaError(f"{self.name} state {key!r} has shape {tuple(value.shape)}, "
+                                 f"expected {tuple(expected[key].shape)}: was it fitted on another support set?")
+        self._load_state(state)
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Subclasses that learn tensors apply them here."""
 
     def hyperparameters(self) -> dict:
         """The configuration as a plain dict (for result files)."""
@@ -139,7 +192,7 @@ class Method:
         return self.space is None or self.space[0] == "joint"
 
     @staticmethod
-    def _split(feats: Feats, dj: int, what: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, int]]:
+    def _split(feats: Feats, dj: int | None, what: str) -> tuple[torch.Tensor, torch.Tensor, tuple[str, int]]:
         """Validate features -> joint (N, V, Dt), cache (N, V, Dc) unit rows and the cache space."""
         if not isinstance(feats, Feats):
             raise GenbaError(f"{what} must be genba.methods.Feats(joint=..., cache=...)")
@@ -150,6 +203,8 @@ class Method:
         return qj, qc, ("joint" if feats.cache is None else "cache", int(qc.shape[2]))
 
     def text_logits(self, x: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
-        """scale * x @ text^T for x (..., Dt) -> (..., C)."""
+        """scale * x @ text^T for x (..., Dt) -> (..., C); zeros when there is no text classifier."""
         t = self.text if text is None else text
+        if t is None:
+            return x.new_zeros(*x.shape[:-1], self.num_classes)
         return self.config.scale * x @ t.T

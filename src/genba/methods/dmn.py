@@ -2,7 +2,8 @@
 
 For each test query q, in stream order:
   1. text probabilities of every view; pseudo-label y and entropy h from the mean softmax of
-     the kept lowest-entropy views (text classifier only, as in the reference code);
+     the kept lowest-entropy views (text classifier only; views ranked by -sum p log(p + 1e-6),
+     both as in the reference code);
   2. write the un-augmented view's feature into class y's dynamic queue (L = 50 slots; when
      full, replace the highest-entropy entry if h is lower);
   3. read both memories with the shared kernel (`genba.memory.read.memory_read`):
@@ -12,6 +13,8 @@ For each test query q, in stream order:
   4. P = softmax(text) + b_dyn softmax(dynamic) + b_static softmax(static), divided by
      1 + b_dyn + b_static so rows sum to one (the argmax is the paper's).
 When the memories live in a separate cache space (visual features) the text rows are left out.
+Without any text classifier (a vision-only encoder, `fit(None, ..., num_classes=C)`), the static
+memory's prediction takes the text classifier's place as the pseudo-labeller (`_step_without_text`).
 The reference code grid-searches b_dyn and b_static on test labels; genba fixes both at 1.0
 (the value those searches pick most often in the released logs) or selects them on validation.
 `stream_batch` > 1 writes a batch of queries before reading them: faster, and an approximation
@@ -25,13 +28,17 @@ from dataclasses import dataclass
 import torch
 
 from genba.errors import GenbaError
-from genba.memory.dynamic import DynamicMemory, resolve_dtype
+from genba.memory.dynamic import KERNELS, DynamicMemory, resolve_dtype
 from genba.memory.guard import GuardOptions
 from genba.memory.static import StaticMemory
 from genba.methods.base import Method
 from genba.methods.config import fraction, non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.views import confident_views
+
+
+VIEW_ENTROPY_EPS = 1e-6
+"""The reference code ranks test-time views by -sum p log(p + 1e-6) (genba.methods.views)."""
 
 
 @dataclass
@@ -48,8 +55,8 @@ class DMNZSConfig(GuardOptions):
     """Fraction of lowest-entropy test-time views kept for the pseudo-label (10% of 32)."""
     memory_dtype: str = "float16"
     """Storage dtype of the dynamic memory (float16: 51 MB at C=1000, L=50, D=512)."""
-    memory_kernel: str = "torch"
-    """'fused': the opt-in compiled one-pass read of the dynamic memory (genba.memory.fused)."""
+    memory_kernel: str = "auto"
+    """'auto': the compiled one-pass read (genba.memory.fused) where it applies, else torch; 'torch' never."""
     stream_batch: int = 1
     """Queries written then read together; 1 is the exact stream."""
 
@@ -58,8 +65,8 @@ class DMNZSConfig(GuardOptions):
         non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
         fraction(self, "view_keep")
         resolve_dtype(self.memory_dtype)
-        if self.memory_kernel not in ("torch", "fused"):
-            raise GenbaError(f"memory_kernel must be 'torch' or 'fused', got {self.memory_kernel!r}")
+        if self.memory_kernel not in KERNELS:
+            raise GenbaError(f"memory_kernel must be one of {', '.join(KERNELS)}, got {self.memory_kernel!r}")
         self.make_guard()  # validates the guard fields
 
 
@@ -75,6 +82,8 @@ class DMNZeroShot(Method):
 
     config_cls = DMNZSConfig
     test_time = True
+    selection_grid = {"b_dyn": [0.3, 1.0, 3.0], "beta": [1.0, 5.5, 20.0]}
+    shown_hyperparameters = ("b_dyn", "beta")
     uses_support = False
 
     def _fit(self, sj, sc, y, val) -> None:
@@ -94,6 +103,9 @@ class DMNZeroShot(Method):
 
     def _build(self, dim: int) -> None:
         cfg, pinned, mask = self.config, None, None
+        if resolve_dtype(cfg.memory_dtype) == torch.int8 and type(self).read is not DMNZeroShot.read:
+            raise GenbaError(f"method {self.name!r} reads its dynamic memory's rows itself, which an int8 memory keeps as "
+                             "codes; use memory_dtype float16 or float32 with it (int8 works with dmn-zs and dmn-tf)")
         if self.static is not None:
             pinned, mask = self.static.rows.float(), self.static.valid  # (C, E+K, D)
         elif self.joint_cache:
@@ -113,8 +125,10 @@ class DMNZeroShot(Method):
     def _step(self, qj: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
         """One stream step for b queries: (b, V, Dt), (b, V, Dc) -> (b, C) fused probabilities."""
         cfg = self.config
+        if self.text is None:
+            return self._step_without_text(qc)
         text_v = self.text_logits_of(qj)  # (b, V, C)
-        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep)  # (b, C)
+        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep, eps=VIEW_ENTROPY_EPS)  # (b, C)
         labels, h, admit = self.guard.pseudo_labels(p)
         x = qc[:, 0]  # (b, Dc) un-augmented view
         self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
@@ -123,6 +137,22 @@ class DMNZeroShot(Method):
         if b_static:
             probs = probs + b_static * self.read(self.static, x).softmax(-1)
         return probs / (1.0 + cfg.b_dyn + b_static)
+
+    def _step_without_text(self, qc: torch.Tensor) -> torch.Tensor:
+        """A vision-only encoder (no text logits): the static memory's softmax of the kept views
+        gives the pseudo-label that writes the dynamic memory, and the prediction is
+        (b_dyn softmax(dynamic) + b_static softmax(static)) / (b_dyn + b_static) (static alone if both are 0)."""
+        cfg = self.config
+        b, V, D = qc.shape
+        static_v = self.read(self.static, qc.reshape(b * V, D)).view(b, V, -1).softmax(-1)  # (b, V, C)
+        p, _ = confident_views(static_v, cfg.view_keep, eps=VIEW_ENTROPY_EPS)
+        labels, h, admit = self.guard.pseudo_labels(p)
+        x = qc[:, 0]
+        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
+        weights = cfg.b_dyn + cfg.b_static
+        if weights <= 0:
+            return static_v[:, 0]
+        return (cfg.b_dyn * self.read(self.dynamic, x).softmax(-1) + cfg.b_static * static_v[:, 0]) / weights
 
     # hooks the trained variant overrides with its learned biases
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
@@ -140,4 +170,7 @@ class DMNTrainingFree(DMNZeroShot):
 
     config_cls = DMNTFConfig
     needs_support = True
+    selection_grid = {"b_dyn": [0.0, 1.0, 3.0], "b_static": [1.0, 3.0, 10.0, 30.0], "beta": [5.5, 20.0]}
+    shown_hyperparameters = ("b_dyn", "b_static", "beta")
     uses_support = True
+    text_optional = True  # vision-only encoders: static memory + dynamic memory, text logits absent

@@ -73,6 +73,7 @@ class DMNTrained(DMNTrainingFree):
     """dmn-tf plus zero-initialised biases trained with cross-entropy on the support set."""
 
     config_cls = DMNConfig
+    selection_grid = {"b_dyn": [0.0, 1.0], "b_static": [3.0, 30.0]}  # each point trains: a smaller grid
 
     def _fit(self, sj, sc, y, val) -> None:
         self.biases, self._static_kv, self._dynamic_kv = None, None, None
@@ -82,6 +83,14 @@ class DMNTrained(DMNTrainingFree):
         fit(objective, objective.support.rows(), self.config.train, progress=False, desc="dmn")
         self.biases.requires_grad_(False)
         self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        biases = getattr(self, "biases", None)
+        return {} if biases is None else {f"biases.{k}": v for k, v in biases.state_dict().items()}
+
+    def _load_state(self, state) -> None:
+        self.biases.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+        self._static_kv, self._dynamic_kv = self._biased_rows(self.static), None
 
     def _dynamic_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:
         """Biased keys/values of a dynamic memory, recomputed only for classes written since the last read."""

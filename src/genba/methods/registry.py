@@ -1,5 +1,8 @@
 """Method registry: `@register_method(name)` on a Method subclass, `create_method(name, **overrides)`.
 
+Metadata lives on each class: `selection_grid` (the validation grid fixed in advance),
+`shown_hyperparameters` (what result tables print), `needs_support` (uses labels), `test_time`.
+
 Configs are dataclasses whose defaults are the papers' values; `make_config` rejects unknown keys
 and wrongly typed values with a GenbaError that lists what is valid.
 """
@@ -10,33 +13,24 @@ import dataclasses
 import typing
 
 from genba.errors import GenbaError
+from genba.registry import Registry
 
-_REGISTRY: dict[str, type] = {}
+METHODS = Registry("method")
 
 
-def register_method(name: str):
+def register_method(name: str, summary: str = ""):
     """Class decorator: register a Method subclass under `name`."""
-
-    def wrap(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+    return METHODS.register(name, summary)
 
 
 def method_names() -> list[str]:
     """Registered method names, in registration order."""
-    return list(_REGISTRY)
+    return METHODS.names()
 
 
 def get_method(name: str) -> type:
     """The Method class registered under `name`."""
-    if name not in _REGISTRY:
-        raise GenbaError(f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def _coerce(cls, key: str, value, annotation):

@@ -4,7 +4,8 @@
 with K (N, D) the support features (the mean of a support image's views, renormalised, as
 Tip-Adapter's cache averages its augmentation epochs) and L (N, C) their one-hot labels.
 The paper's fixed values are alpha = 1, beta = 5.5; `select_on_val` searches them on a
-validation split instead of on test as the reference code's search does.
+validation split instead of on test as the reference code's search does. Without a text
+classifier (a vision-only encoder) the text logits are absent and the cache logits decide.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class TipAdapter(Method):
 
     config_cls = TipAdapterConfig
     needs_support = True
+    text_optional = True  # vision-only encoders: the cache logits alone
+    # FACTS.md: validation picks alpha of 1e2-1e4 for visual caches, far from the paper's 1.0
+    selection_grid = {"alpha": [1.0, 10.0, 100.0, 1000.0], "beta": [1.0, 5.5, 20.0]}
+    shown_hyperparameters = ("alpha", "beta")
 
     def _fit(self, sj, sc, y, val) -> None:
         self.keys = l2_normalize(sc.mean(1))  # (N, Dc)

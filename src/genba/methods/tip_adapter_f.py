@@ -82,3 +82,9 @@ class TipAdapterF(TipAdapter):
         objective = CacheKeysObjective(self, support, checked_val)
         fit(objective, support.rows(), self.config.train, progress=False, desc="tip-adapter-f")
         self.keys = objective.keys.detach()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"keys": self.keys} if getattr(self, "keys", None) is not None else {}
+
+    def _load_state(self, state) -> None:
+        self.keys = state["keys"].clone().float()

@@ -22,12 +22,15 @@ def num_kept(views: int, keep: float) -> int:
     return max(1, int(views * keep))
 
 
-def confident_views(probs: torch.Tensor, keep: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def confident_views(probs: torch.Tensor, keep: float = 0.1, eps: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Average the softmax of the lowest-entropy views.
 
     Args:
         probs: (V, C) per-view class probabilities of one query, or (B, V, C) for a batch.
         keep: fraction of views to keep.
+        eps: 0 ranks views by H(p) = -sum p log p (TDA's reference, from logits); > 0 by
+            -sum p log(p + eps), DMN's reference (eps = 1e-6), which orders very confident
+            views differently.
 
     Returns:
         mean probabilities (C,) or (B, C), and the kept view indices (k,) or (B, k).
@@ -35,7 +38,8 @@ def confident_views(probs: torch.Tensor, keep: float = 0.1) -> tuple[torch.Tenso
     batched = probs.dim() == 3
     p = probs if batched else probs[None]  # (B, V, C)
     k = num_kept(p.shape[1], keep)
-    idx = torch.argsort(entropy(p), dim=1, stable=True)[:, :k]  # (B, k) lowest entropy first
+    h = entropy(p) if eps <= 0 else -(p * (p + eps).log()).sum(-1)  # (B, V)
+    idx = torch.argsort(h, dim=1, stable=True)[:, :k]  # (B, k) lowest entropy first
     kept = torch.gather(p, 1, idx[..., None].expand(-1, -1, p.shape[2]))  # (B, k, C)
     mean = kept.mean(1)  # (B, C)
     return (mean, idx) if batched else (mean[0], idx[0])

@@ -13,14 +13,16 @@
     GET  /memories/{id}/export              zip of JSON + safetensors
     GET  /status (HTML), /status.json (admin), /health, /openapi.json
 Memory routes take that memory's token or the admin token (Authorization: Bearer). Errors are
-JSON {"detail": "..."}: 400 bad input, 401/403 auth, 404, 409 conflict, 413 too large, 415 wrong
-content type, 422 invalid fields, 503 store busy. Blocking work runs in the thread pool.
+JSON {"detail": "..."}: 400 bad input, 401/403 auth, 404, 409 conflict (concurrent writers, or a
+memory that cannot be rebuilt), 413 too large, 415 wrong content type, 422 invalid fields, 503 store
+busy (with Retry-After). The token is checked before any body is read (`AuthFirst`); JSON routes
+take at most `Limits.max_json_bytes`. Blocking work runs in the thread pool.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,21 +35,26 @@ from genba import __version__
 from genba.errors import GenbaError
 from genba.serve.auth import bearer
 from genba.serve.service import Service
-from genba.serve.status import STATUS_HTML
-from genba.serve.uploads import ApiError, BodyLimit, BodyTooLarge, Limits
-from genba.store import StaleMemory
+from genba.serve.status import CSP, STATUS_CSS, STATUS_HTML, STATUS_JS
+from genba.serve.uploads import ApiError, AuthFirst, BodyLimit, BodyTooLarge, Limits, StoreBusy
+from genba.store import StaleMemory, UnusableMemory
+from genba.store.spec import MAX_PER_CLASS
+
+
+ClassName = Annotated[str, Field(min_length=1, max_length=200)]
+Template = Annotated[str, Field(min_length=2, max_length=500)]
 
 
 class CreateMemory(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    classnames: list[str] = Field(min_length=1, max_length=10_000)
-    templates: list[str] = Field(default=["a photo of a {}."], min_length=1, max_length=100)
+    classnames: list[ClassName] = Field(min_length=1, max_length=10_000)
+    templates: list[Template] = Field(default=["a photo of a {}."], min_length=1, max_length=100)
     encoder: str = "conse"
     method: str = "dmn-tf"
     hyperparameters: dict[str, float | int | bool | str] = {}
     feature_format: Literal["float16", "int8"] = "float16"
-    max_age_days: float | None = Field(default=None, gt=0)
-    max_per_class: int | None = Field(default=None, ge=1)
+    max_age_days: float | None = Field(default=None, gt=0, le=36_500, allow_inf_nan=False)
+    max_per_class: int | None = Field(default=None, ge=1, le=MAX_PER_CLASS)
     name: str = Field(default="", max_length=200)
 
 
@@ -58,7 +65,7 @@ class SnapshotBody(BaseModel):
 
 class RollbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    snapshot_id: int
+    snapshot_id: int = Field(ge=1, le=2**63 - 1)
 
 
 class DeleteSourceBody(BaseModel):
@@ -83,16 +90,22 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
     app = FastAPI(title="genba", version=__version__, description="Durable adaptation memories: support, predict, "
                   "test-time updates, snapshots, deletion by source id.")
     app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_json_bytes=limits.max_json_bytes)
+    app.add_middleware(AuthFirst, authorize=service.authorize)  # outermost: no body is read before the token is checked
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"detail": message}, status_code=status)
 
+    def busy(message: str, retry_after: int) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": str(int(retry_after))})
+
     app.add_exception_handler(ApiError, lambda r, e: error(e.status, e.message))
     app.add_exception_handler(StaleMemory, lambda r, e: error(409, str(e)))
+    app.add_exception_handler(UnusableMemory, lambda r, e: error(409, str(e)))
+    app.add_exception_handler(StoreBusy, lambda r, e: busy(str(e), e.retry_after))
     app.add_exception_handler(GenbaError, lambda r, e: error(400, str(e)))
     app.add_exception_handler(BodyTooLarge, lambda r, e: error(413, f"request body is over {limits.max_body_bytes} bytes"))
-    app.add_exception_handler(sqlite3.OperationalError, lambda r, e: error(503, f"memory store busy ({e}); retry"))
+    app.add_exception_handler(sqlite3.OperationalError, lambda r, e: busy(f"memory store busy ({e}); retry", 1))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
@@ -200,7 +213,7 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
     @app.post("/memories/{memory_id}/delete-source", summary="delete every entry and copy from one source id",
               dependencies=[Depends(json_only)])
     def delete_source(body: DeleteSourceBody, memory_id: str = Depends(member)) -> dict:
-        return service.live(memory_id).delete_source(body.source_id, vacuum=body.vacuum)
+        return service.delete_source(memory_id, body.source_id, vacuum=body.vacuum)
 
     @app.get("/memories/{memory_id}/export", summary="export as a zip of JSON + safetensors",
              response_class=Response, responses={200: {"content": {"application/zip": {}}}})
@@ -210,7 +223,15 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
 
     @app.get("/status", response_class=HTMLResponse, summary="status page (open as /status#token=<admin token>)")
     def status_page() -> HTMLResponse:
-        return HTMLResponse(STATUS_HTML, headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'"})
+        return HTMLResponse(STATUS_HTML, headers={"Content-Security-Policy": CSP})
+
+    @app.get("/status.js", response_class=Response, include_in_schema=False)
+    def status_js() -> Response:
+        return Response(STATUS_JS, media_type="text/javascript", headers={"Content-Security-Policy": CSP})
+
+    @app.get("/status.css", response_class=Response, include_in_schema=False)
+    def status_css() -> Response:
+        return Response(STATUS_CSS, media_type="text/css", headers={"Content-Security-Policy": CSP})
 
     @app.get("/status.json", summary="what the status page shows (admin)", dependencies=[Depends(admin)])
     def status_json() -> dict:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import re
 import threading
 
+import torch
 from PIL import Image
 
 from genba.encoders import load_encoder
-from genba.serve.auth import matches, new_token, token_hash
-from genba.serve.uploads import ApiError, Limits, decode_image, source_id
+from genba.errors import GenbaError
+from genba.methods import make_config
+from genba.serve.auth import check_admin_token, matches, new_token, token_hash
+from genba.serve.uploads import ApiError, Limits, StoreBusy, check_request_pixels, decode_image, source_id
 from genba.store import Store
+from genba.store.spec import check_hyperparameters
 from genba.store.archive import export_memory, read_archive
-from genba.store.live import LiveMemory, check_encoder, create_memory, encode_images
+from genba.live import LiveMemory, check_encoder, create_memory, encode_images
 
 MEMORY_ID = re.compile(r"^[0-9a-f]{16}$")
 Upload = tuple[bytes, str, str | None]  # (bytes, file name, declared content type)
@@ -30,7 +34,7 @@ class Service:
     def __init__(self, store_path, admin_token: str, *, limits: Limits | None = None,
                  encoders: tuple[str, ...] = ("conse", "tiny")) -> None:
         self.store = Store(store_path)
-        self.admin_hash = token_hash(admin_token)
+        self.admin_hash = token_hash(check_admin_token(admin_token))
         self.limits, self.allowed_encoders = limits or Limits(), tuple(encoders)
         self._encoders: dict = {}
         self._live: dict[str, LiveMemory] = {}
@@ -85,15 +89,25 @@ class Service:
             raise ApiError(400, "send at least one image in the 'files' field")
         if len(uploads) > self.limits.max_files:
             raise ApiError(413, f"{len(uploads)} images is over the limit of {self.limits.max_files} per request")
-        images = [decode_image(data, name, ctype, self.limits) for data, name, ctype in uploads]  # all checked first
+        check_request_pixels(uploads, self.limits)  # every header checked, pixels summed, before any decoding
         encoder = self.encoder(memory.spec.encoder)
         check_encoder(memory.spec, encoder)
-        return encode_images(encoder, images)
+        out = []
+        for i in range(0, len(uploads), encoder.batch_size):  # decode + encode one batch at a time
+            images = [decode_image(data, name, ctype, self.limits) for data, name, ctype in uploads[i : i + encoder.batch_size]]
+            out.append(encode_images(encoder, images))
+            del images
+        return torch.cat(out)
 
     # ------------------------------------------------------------------------ operations
     def create(self, body: dict) -> dict:
         """Create a memory from a validated request body; returns its id and API token (shown once)."""
+        prompts = len(body["classnames"]) * len(body["templates"])
+        if prompts > self.limits.max_prompts:
+            raise ApiError(413, f"{len(body['classnames'])} classes x {len(body['templates'])} templates is {prompts} prompts "
+                                f"to encode, over the limit of {self.limits.max_prompts}; use fewer templates")
         encoder = self.encoder(body["encoder"])
+        self._check_footprint(body, int(encoder.embed_dim))
         token = new_token()
         max_age = body.get("max_age_days")
         with self._lock:  # the text tower may load lazily
@@ -103,6 +117,21 @@ class Service:
                 max_age_s=None if max_age is None else float(max_age) * 86400.0,
                 max_per_class=body.get("max_per_class"), name=body.get("name") or "")
         return {"id": memory_id, "token": token}
+
+    def _check_footprint(self, body: dict, dim: int) -> None:
+        """Refuse (413) a memory whose test-time banks would need more RAM than the server allows.
+
+        Estimate: C x (sum of the method's per-class capacities) x (4 D + 4 L) bytes, the rows
+        (float32 bound) and the per-class Gram matrix of each bank.
+        """
+        check_hyperparameters(body.get("hyperparameters") or {})
+        config = make_config(body["method"], body.get("hyperparameters") or {})  # ranges checked here
+        C = len(body["classnames"])
+        slots = [int(getattr(config, k)) for k in ("capacity", "pos_capacity", "neg_capacity") if hasattr(config, k)]
+        estimate = sum(C * L * (4 * dim + 4 * L) for L in slots)
+        if estimate > self.limits.max_memory_bytes:
+            raise ApiError(413, f"this memory's test-time banks would take about {estimate >> 20} MB, over the server's "
+                                f"limit of {self.limits.max_memory_bytes >> 20} MB; use fewer classes or a smaller capacity")
 
     def add_support(self, memory_id: str, uploads: list[Upload], labels: list[str], source_ids: list[str]) -> dict:
         memory = self.live(memory_id)
@@ -138,8 +167,8 @@ class Service:
         for label in labels:
             if label in names:
                 out.append(names.index(label))
-            elif label.isdigit() and int(label) < len(names):
-                out.append(int(label))
+            elif label.isascii() and label.isdigit() and len(label) <= 9 and int(label) < len(names):
+                out.append(int(label))  # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
             else:
                 raise ApiError(400, f"unknown label {label[:80]!r}; use a class name ({', '.join(names)}) or its index")
         return out
@@ -154,11 +183,14 @@ class Service:
 
     def inspect(self, memory_id: str, recent: int = 20) -> dict:
         memory = self.live(memory_id)
+        with memory.lock:
+            memory.refresh()
         spec = memory.spec
         return {"id": memory_id, "name": spec.name, "encoder": spec.encoder, "method": spec.method,
                 "hyperparameters": spec.hyperparameters, "classnames": spec.classnames, "templates": spec.templates,
                 "feature_format": spec.feature_format, "max_age_s": spec.max_age_s, "max_per_class": spec.max_per_class,
                 "version": self.store.version(memory_id), "fill": memory.fill(), "ready": memory.method is not None,
+                "error": memory.broken,
                 "recent_writes": self.store.writes(memory_id, recent), "snapshots": self.store.snapshots(memory_id)}
 
     def import_archive(self, data: bytes) -> dict:
@@ -167,11 +199,36 @@ class Service:
         token = new_token()
         memory_id = self.store.create_memory(spec, text, token_hash=token_hash(token), entries=rows, state=state)
         try:
-            self.live(memory_id)
-        except Exception:
+            live = self.live(memory_id)
+            if live.broken:
+                raise GenbaError(live.broken)
+        except Exception as error:
+            with self._lock:
+                self._live.pop(memory_id, None)
             self.store.drop_memory(memory_id)  # entries that do not fit the method: leave nothing behind
-            raise
+            if isinstance(error, (GenbaError, ApiError)):
+                raise
+            raise GenbaError(f"imported memory does not fit its method {spec.method!r} ({type(error).__name__}); "
+                             "nothing was stored") from None
         return {"id": memory_id, "token": token}
+
+    def delete_source(self, memory_id: str, source: str, *, vacuum: bool = False) -> dict:
+        """Erase a source from one memory; 503 + Retry-After when outside readers delay the scrub.
+
+        The entries are gone when this returns either way; the memory's lock is held at most
+        `limits.store_wait_s` for the scrub, which the store then finishes in the background as
+        soon as the readers end their transactions (`Store.delete_source`).
+        """
+        memory = self.live(memory_id)
+        with memory.lock:
+            counts = self.store.delete_source(source, memory_id, vacuum=vacuum, wait_s=self.limits.store_wait_s)
+            memory.rebuild()
+        if not counts["wal_truncated"]:
+            raise StoreBusy(f"deleted {counts['entries']} entries and {counts['snapshot_copies']} snapshot copies of that "
+                            "source, but another connection holds a read transaction on the store, so their old bytes "
+                            "are still in its write-ahead log; the erasure completes by itself when that reader ends; "
+                            "repeat this request to confirm (wal_truncated: true)", retry_after=max(1, round(self.limits.store_wait_s)))
+        return counts
 
     def export(self, memory_id: str) -> bytes:
         self.live(memory_id)

@@ -3,7 +3,9 @@
 Open it as http://host:port/status#token=<admin token>. The token stays in the URL fragment,
 which browsers never send to the server (so it is not in access logs); the page's script sends it
 as a Bearer header. All memory data (names, class names) is inserted with textContent, never as
-HTML, so a class name cannot inject markup. It refreshes every 5 s.
+HTML, so a class name cannot inject markup. It refreshes every 5 s. Script and styles are
+served as their own files (/status.js, /status.css), so the page's Content-Security-Policy
+allows no inline script or style at all (`CSP`).
 """
 
 STATUS_HTML = """<!doctype html>
@@ -11,21 +13,18 @@ STATUS_HTML = """<!doctype html>
 <head>
 <meta charset="utf-8">
 <title>genba status</title>
-<style>
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
-  h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
-  table { border-collapse: collapse; margin: .4em 0; }
-  td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
-  .bar { display: inline-block; height: .8em; background: #4a7; vertical-align: middle; }
-  .meta { color: #666; }
-</style>
+<link rel="stylesheet" href="/status.css">
 </head>
 <body>
 <h1>genba memories</h1>
 <p id="message" class="meta">loading...</p>
 <div id="memories"></div>
-<script>
-"use strict";
+<script src="/status.js"></script>
+</body>
+</html>
+"""
+
+STATUS_JS = """"use strict";
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const message = document.getElementById("message");
 const root = document.getElementById("memories");
@@ -90,7 +89,15 @@ async function refresh() {
 
 refresh();
 setInterval(refresh, 5000);
-</script>
-</body>
-</html>
 """
+
+STATUS_CSS = """  body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
+  h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
+  table { border-collapse: collapse; margin: .4em 0; }
+  td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: left; }
+  .bar { display: inline-block; height: .8em; background: #4a7; vertical-align: middle; }
+  .meta { color: #666; }
+"""
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")

@@ -1,6 +1,7 @@
 """Durable memories: one SQLite file (WAL) holding memories, their entries, write log and snapshots.
 
-    from genba.store import LiveMemory, Store, create_memory, encode_images
+    from genba.live import LiveMemory, create_memory   # the method <-> store link lives above the store
+    from genba.store import Store
     store = Store("site.sqlite")                     # created if absent; a foreign file is refused
     memory_id = create_memory(store, encoder, "conse", classnames, templates, "dmn-tf")
     live = LiveMemory(store, memory_id)              # the method in RAM, rebuilt from the store
@@ -9,19 +10,16 @@
 
 Layers: `codec` (float16 / int8 rows), `spec` (MemorySpec), `schema` (file, pragmas, versions),
 `db` + `ops` (transactions, log, retention, snapshots, deletion; no torch), `banks` (the only
-code that reads a method's DynamicMemory slots), `live` (method <-> store), `archive` (export).
+code that reads a method's DynamicMemory slots), `archive` (export). `genba.live` (one layer up)
+keeps a method in RAM equal to a stored memory.
 """
 
-from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, Write
+from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
 from genba.store.spec import MemorySpec
 
 
 def __getattr__(name: str):
     # The torch-side helpers load lazily, so `genba.store.Store` works in processes without torch.
-    if name in ("LiveMemory", "check_encoder", "create_memory", "encode_images"):
-        from genba.store import live
-
-        return getattr(live, name)
     if name in ("export_memory", "import_memory"):
         from genba.store import archive
 
@@ -29,5 +27,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'genba.store' has no attribute {name!r}")
 
 
-__all__ = ["Entries", "LiveMemory", "MemorySpec", "Receipt", "Rejection", "StaleMemory", "Store", "Write", "check_encoder",
-           "create_memory", "encode_images", "export_memory", "import_memory"]
+__all__ = ["Entries", "MemorySpec", "Receipt", "Rejection", "StaleMemory", "Store", "UnusableMemory", "Write",
+           "export_memory", "import_memory"]

@@ -63,20 +63,30 @@ def read_archive(data: bytes, *, max_bytes: int = 512 << 20) -> tuple[MemorySpec
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = {i.filename: i for i in archive.infolist()}
-        if sorted(infos) != sorted(MEMBERS):
+        if sorted(infos) != sorted(MEMBERS) or len(archive.infolist()) != len(MEMBERS):
             raise GenbaError(f"a memory export holds exactly {', '.join(MEMBERS)}; got {', '.join(sorted(infos)) or 'nothing'}")
+        for info in infos.values():
+            if info.flag_bits & 0x1:
+                raise GenbaError(f"memory export member {info.filename} is encrypted; export it again without a password")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise GenbaError(f"memory export member {info.filename} uses compression method {info.compress_type}; "
+                                 "only stored and deflated members are read (genba's own exports are deflated)")
         if sum(i.file_size for i in infos.values()) > max_bytes:
             raise GenbaError(f"memory export inflates to more than {max_bytes >> 20} MB; refused")
-        manifest = json.loads(archive.read(MEMBERS[0]))
+        manifest = _parse_manifest(archive.read(MEMBERS[0]))
         tensors = load_tensors(archive.read(MEMBERS[1]))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, SafetensorError) as error:
-        raise GenbaError(f"not a readable genba memory export ({type(error).__name__}: {error})") from None
+    except GenbaError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, SafetensorError,
+            RuntimeError, NotImplementedError, KeyError) as error:  # zipfile raises all of these on hostile archives
+        raise GenbaError(f"not a readable genba memory export ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise GenbaError(f"not a {FORMAT} export of version {VERSION}")
     spec = MemorySpec.from_dict(manifest.get("spec"))
     state, entries = manifest.get("state", {}), manifest.get("entries")
     if not isinstance(state, dict) or not isinstance(entries, list):
         raise GenbaError("memory export: 'state' must be an object and 'entries' a list")
+    _check_state(state, spec.num_classes)
     N, C, D = len(entries), spec.num_classes, spec.dim
     width = D * (2 if spec.feature_format == "float16" else 1)
     expected = {"text": ((C, D), np.float32), "features": ((N, width), np.uint8), "scales": ((N,), np.float32),
@@ -96,15 +106,43 @@ def read_archive(data: bytes, *, max_bytes: int = 512 << 20) -> tuple[MemorySpec
     return spec, tensors["text"], state, rows
 
 
+MAX_SLOT = 1 << 20
+"""Largest slot index an entry may name (a queue never has this many slots)."""
+
+
+def _parse_manifest(raw: bytes):
+    """json.loads, with a deeply nested manifest (the parser's RecursionError) refused as a GenbaError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise GenbaError("memory export: manifest.json is nested too deeply to be a genba export; refused") from None
+
+
+def _number(v, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _check_state(state: dict, num_classes: int) -> None:
+    """The method state an export may carry: {"guard_prior": null | C finite numbers}."""
+    unknown = sorted(set(state) - {"guard_prior"})
+    prior = state.get("guard_prior")
+    if unknown or not (prior is None or (isinstance(prior, list) and len(prior) == num_classes
+                                         and all(_number(v, 0.0, 1e9) for v in prior))):
+        raise GenbaError(f"memory export: 'state' must be {{\"guard_prior\": null or {num_classes} numbers >= 0}}"
+                         + (f"; unknown key(s) {', '.join(unknown)[:100]}" if unknown else ""))
+
+
 def _entry_row(i: int, e, spec: MemorySpec, tensors: dict, payloads: np.ndarray) -> tuple:
     ok = (isinstance(e, dict) and isinstance(e.get("bank"), str) and 0 < len(e["bank"]) <= 32
-          and isinstance(e.get("class"), int) and 0 <= e["class"] < spec.num_classes
-          and (e.get("slot") is None or (isinstance(e["slot"], int) and e["slot"] >= 0))
+          and isinstance(e.get("class"), int) and not isinstance(e["class"], bool) and 0 <= e["class"] < spec.num_classes
+          and (e.get("slot") is None or (isinstance(e["slot"], int) and not isinstance(e["slot"], bool)
+                                         and 0 <= e["slot"] <= MAX_SLOT))
           and isinstance(e.get("source_id"), str) and 0 < len(e["source_id"]) <= 256
-          and (e.get("entropy") is None or isinstance(e["entropy"], (int, float)))
-          and isinstance(e.get("created"), (int, float)) and math.isfinite(e["created"]))
+          and (e.get("entropy") is None or _number(e["entropy"], 0.0, 1e6))
+          and _number(e.get("created"), 0.0, 1e11))
     if not ok:
-        raise GenbaError(f"memory export: entry {i} is malformed (bank, class in range, slot, source_id, entropy, created)")
+        raise GenbaError(f"memory export: entry {i} is malformed (bank, class in range, slot in [0, {MAX_SLOT}], "
+                         "source_id, entropy a finite number >= 0, created a time in seconds)")
     scale = float(tensors["scales"][i])
     if spec.feature_format == "int8" and not (math.isfinite(scale) and scale > 0):
         raise GenbaError(f"memory export: entry {i} has no valid int8 scale")

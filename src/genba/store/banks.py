@@ -47,20 +47,15 @@ def changes(memories: dict[str, DynamicMemory], before) -> list[tuple[str, int, 
 def slot_content(m: DynamicMemory, c: int, j: int) -> tuple[np.ndarray, float, np.ndarray | None]:
     """(feature (D,) float32, entropy, payload (P,) or None) held in slot (c, j)."""
     payload = None if m.payload is None else m.payload[c, j].numpy().astype(np.float32)
-    return m.rows[c, j].float().numpy(), float(m.entropy[c, j]), payload
+    return m.values(c, j).numpy(), float(m.entropy[c, j]), payload
 
 
 def sync_row(m: DynamicMemory, c: int, j: int, stored: np.ndarray) -> None:
     """Make slot (c, j) hold `stored` (D,), updating the Gram row and column as a write does."""
-    x = torch.from_numpy(np.asarray(stored, dtype=np.float32)).to(m.dtype)
-    if torch.equal(m.rows[c, j], x):
+    x = torch.from_numpy(np.asarray(stored, dtype=np.float32))
+    if torch.equal(m.values(c, j), x):
         return
-    m.rows[c, j] = x
-    m.changes[c] += 1  # readers that cache derived rows (trained DMN) recompute class c
-    if m.gram is not None:
-        g = (m.rows[c].float() @ x.float()).to(m.dtype)  # (L+E,), as DynamicMemory.write_batch
-        m.gram[c, j, :] = g
-        m.gram[c, :, j] = g
+    m.set_row(c, j, x)  # bumps m.changes[c]: readers that cache derived rows (trained DMN) recompute class c
 
 
 def restore(memories: dict[str, DynamicMemory], entries) -> None:
@@ -71,13 +66,17 @@ def restore(memories: dict[str, DynamicMemory], entries) -> None:
             continue
         state = m.state_dict()
         rows, valid, ent, count = state["rows"], state["valid"], state["entropy"], state["count"]
-        for i in idx:
+        for stamp, i in enumerate(idx, start=1):  # entries come in write order: stamps for the eviction tie-break
             c, j = int(entries.classes[i]), entries.slots[i]
             if j is None or not 0 <= j < m.capacity or not 0 <= c < m.num_classes:
                 raise GenbaError(f"stored entry {int(entries.ids[i])} of bank {name!r} has slot {j} outside the memory; "
                                  "the store does not match this method's configuration")
-            rows[c, j] = torch.from_numpy(entries.feats[i]).to(m.dtype)
+            codes, scale = m.encode(torch.from_numpy(entries.feats[i])[None])
+            rows[c, j] = codes[0]
+            if "row_scale" in state:
+                state["row_scale"][c, j] = scale[0]
             valid[c, j], ent[c, j] = True, float(entries.entropies[i])
+            state["written"][c, j] = stamp
             count[c] = max(int(count[c]), j + 1)
             if "payload" in state:
                 p = entries.payloads[i]
@@ -88,7 +87,8 @@ def restore(memories: dict[str, DynamicMemory], entries) -> None:
             gram = state["gram"]
             for i in idx:  # write order: the later-written row of each pair sets G[a, b], as live
                 c, j = int(entries.classes[i]), entries.slots[i]
-                g = (rows[c].float() @ rows[c, j].float()).to(m.dtype)  # (L+E,)
+                vals = rows[c].float() * (state["row_scale"][c][:, None] if "row_scale" in state else 1.0)  # (L+E, D)
+                g = (vals @ vals[j]).to(gram.dtype)  # (L+E,)
                 gram[c, j, :] = g
                 gram[c, :, j] = g
         m.load_state_dict(state)

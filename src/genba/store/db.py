@@ -24,7 +24,7 @@ import numpy as np
 from genba.errors import GenbaError
 from genba.store import ops
 from genba.store.codec import decode_rows, encode_rows
-from genba.store.records import Entries, Receipt, Rejection, StaleMemory, Write
+from genba.store.records import Entries, Receipt, Rejection, StaleMemory, UnusableMemory, Write
 from genba.store.schema import connect
 from genba.store.spec import MemorySpec
 
@@ -51,6 +51,7 @@ class Store:
 
     def close(self) -> None:
         """Close every connection this object opened (call when no thread is using it)."""
+        self._closed = True
         with self._lock:
             for conn in self._conns:
                 conn.close()
@@ -155,6 +156,16 @@ class Store:
             version = ops.bump(conn, memory_id)
         return Receipt(version, ids, ["entered"] * n, removed)
 
+    def remove_entries(self, memory_id: str, ids: list[int], outcome: str = "rolled-back", now: float | None = None) -> int:
+        """Remove entries of this memory by id in one transaction (e.g. undo a write its method refused)."""
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            mine = [int(i) for i in ids if conn.execute("SELECT 1 FROM entries WHERE id = ? AND memory_id = ?",
+                                                        (int(i), memory_id)).fetchone()]
+            ops.remove(conn, mine, outcome, now)
+            ops.bump(conn, memory_id)
+        return len(mine)
+
     def record(self, memory_id: str, items: list[Write | Rejection], *, expected_version: int | None = None,
                state: dict | None = None, now: float | None = None) -> Receipt:
         """Record test-time writes and rejections, in stream order, in one transaction.
@@ -248,6 +259,9 @@ class Store:
     def rollback(self, memory_id: str, snapshot_id: int, now: float | None = None) -> Receipt:
         """Make the memory's entries and state those of a snapshot (retention still applies)."""
         spec, now = self.spec(memory_id), time.time() if now is None else now
+        if isinstance(snapshot_id, bool) or not isinstance(snapshot_id, int) or not 0 < snapshot_id < 2**63:
+            raise GenbaError(f"snapshot id must be a positive 64-bit integer, got {str(snapshot_id)[:40]}; "
+                             "list them with GET .../snapshots")
         with self.transaction() as conn:
             ops.rollback(conn, memory_id, int(snapshot_id), now)
             removed = ops.retain(conn, memory_id, spec, now)
@@ -263,12 +277,46 @@ class Store:
                 ops.bump(conn, memory_id)
         return removed
 
-    def delete_source(self, source_id: str, memory_id: str | None = None, *, vacuum: bool = False) -> dict:
-        """Remove every entry and snapshot copy from `source_id` and scrub the file; see ops.delete_source."""
+    def delete_source(self, source_id: str, memory_id: str | None = None, *, vacuum: bool = False,
+                      wait_s: float = 2.5) -> dict:
+        """Remove every entry and snapshot copy from `source_id` and scrub the file; see ops.delete_source.
+
+        The deletion commits at once; the scrub (the WAL checkpoint that overwrites the old page
+        images) waits at most `wait_s` for outside readers. If they are still there, "wal_truncated"
+        is False and a background thread of this Store retries the checkpoint every 0.2 s until it
+        succeeds, i.e. as soon as the last such reader ends its transaction (`scrub_pending` tells
+        whether it is still running). If the process exits first, SQLite checkpoints and removes
+        the WAL when the last connection to the file closes.
+        """
         with self.transaction() as conn:
             counts = ops.delete_source(conn, source_id, memory_id, time.time())
-        counts["wal_truncated"] = ops.scrub(self._conn(), vacuum=vacuum)
+        counts["wal_truncated"] = ops.scrub(self._conn(), vacuum=vacuum, wait_s=wait_s)
+        if not counts["wal_truncated"]:
+            self._scrub_later()
         return counts
+
+    @property
+    def scrub_pending(self) -> bool:
+        """True while a background checkpoint is waiting for outside readers to finish."""
+        thread = getattr(self, "_scrubber", None)
+        return thread is not None and thread.is_alive()
+
+    def _scrub_later(self) -> None:
+        with self._lock:
+            if self.scrub_pending:
+                return
+            self._scrubber = threading.Thread(target=self._scrub_loop, name="genba-store-scrub", daemon=True)
+            self._scrubber.start()
+
+    def _scrub_loop(self) -> None:
+        conn = connect(self.path, create=False, durable=self.durable)
+        try:
+            while not getattr(self, "_closed", False):
+                if ops.scrub(conn, wait_s=0.0):
+                    return
+                time.sleep(0.2)
+        finally:
+            conn.close()
 
     def check(self) -> list[str]:
         """Problems found by PRAGMA integrity_check and the log/entry consistency rules ([] if none)."""

@@ -124,20 +124,30 @@ def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | Non
     return {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits})}
 
 
-def scrub(conn: sqlite3.Connection, *, vacuum: bool = False, attempts: int = 50) -> bool:
+def scrub(conn: sqlite3.Connection, *, vacuum: bool = False, wait_s: float = 2.5) -> bool:
     """Move the WAL into the main file and truncate it (VACUUM first if asked); True when done.
 
     secure_delete has already zeroed the deleted cells and freed pages in the new page images;
     the old images live on in WAL frames until this checkpoint overwrites the pages in place.
+    A TRUNCATE checkpoint waits for every reader to reach the newest snapshot, so another
+    connection holding a read transaction blocks it: this waits at most `wait_s` seconds (busy
+    handler set to 50 ms per attempt, then restored) and returns False if readers remain.
     """
-    if vacuum:
-        conn.execute("VACUUM")
-    for _ in range(attempts):
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if not busy:
-            return True
-        time.sleep(0.05)  # another connection is mid-transaction; try again
-    return False
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    deadline = time.monotonic() + max(0.0, wait_s)
+    conn.execute("PRAGMA busy_timeout=50")
+    try:
+        if vacuum:
+            conn.execute("VACUUM")
+        while True:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)  # another connection is mid-transaction; try again
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(timeout)}")
 
 
 def check(conn: sqlite3.Connection) -> list[str]:

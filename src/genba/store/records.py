@@ -13,6 +13,10 @@ class StaleMemory(GenbaError):
     """The memory changed in the store since this process loaded it; reload and retry."""
 
 
+class UnusableMemory(GenbaError):
+    """The memory's method cannot be rebuilt from the store; it can still be inspected, exported and erased."""
+
+
 @dataclass
 class Write:
     """One write into a test-time bank, as decided by the method in RAM."""

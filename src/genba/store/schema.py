@@ -112,6 +112,11 @@ def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: 
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.OperationalError as error:
+        conn.close()
+        if "locked" in str(error) or "busy" in str(error):
+            raise  # contention, not a bad file: the service answers 503 with Retry-After
+        raise GenbaError(f"{path} is not a readable genba memory store ({error})") from None
     except sqlite3.DatabaseError as error:
         conn.close()
         raise GenbaError(f"{path} is not a readable genba memory store ({error})") from None

@@ -7,10 +7,52 @@ damaged or hand-edited record fails with a GenbaError naming the bad field, neve
 from __future__ import annotations
 
 import json
+import math
+import string
 from dataclasses import asdict, dataclass, field, fields
 
 from genba.errors import GenbaError
 from genba.store.codec import check_format
+
+
+MAX_CLASSES = 10_000
+"""Upper bound of the number of classes of one memory."""
+MAX_PER_CLASS = 1_000_000
+"""Upper bound of `max_per_class` (an entry count the store can hold and a table can scan)."""
+MAX_AGE_S = 100 * 365 * 86400.0
+"""Upper bound of `max_age_s`: a hundred years."""
+
+
+def check_template(template) -> None:
+    """Raise GenbaError unless `template` is a string whose only format field is one bare `{}`.
+
+    `str.format` would otherwise read attributes ("{.__class__}"), demand keyword fields
+    ("{} {x}") or mix automatic and manual numbering ("{}{0}"); none of that is a prompt.
+    """
+    fields = None
+    if isinstance(template, str) and len(template) <= 500:
+        try:
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+        except ValueError:
+            fields = None
+    if fields != [("", "", None)]:
+        shown = repr(template)[:80] if isinstance(template, str) else type(template).__name__
+        raise GenbaError(f"template {shown} must be a string of at most 500 characters with exactly one '{{}}' and no "
+                         "other format field (write a literal brace as '{{' or '}}'), e.g. 'a photo of a {}.'")
+
+
+def check_hyperparameters(hyperparameters) -> None:
+    """Raise GenbaError unless this is a JSON object of <= 64 booleans, short strings or finite numbers
+    of magnitude <= 1e12 (each method then applies its documented ranges, genba.methods.config.RANGES)."""
+    if not isinstance(hyperparameters, dict) or len(hyperparameters) > 64:
+        raise GenbaError("hyperparameters must be a JSON object of at most 64 keys")
+    for key, value in hyperparameters.items():
+        plain = isinstance(value, (bool, str)) and len(str(value)) <= 200
+        number = (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= 1e12
+                  and math.isfinite(value))
+        if not isinstance(key, str) or len(key) > 64 or not (plain or number):
+            raise GenbaError(f"hyperparameter {str(key)[:64]!r} must be a boolean, a short string or a finite number "
+                             f"of magnitude <= 1e12, got {str(value)[:40]}; see the method's documented ranges")
 
 
 @dataclass(frozen=True)
@@ -29,6 +71,8 @@ class MemorySpec:
         max_age_s: entries older than this many seconds are removed (None keeps them).
         max_per_class: at most this many entries per class and bank, newest kept (None: no cap).
         name: free label shown on the status page.
+        has_text: False for a vision-only encoder (DINOv2): the stored text classifier is zeros
+            and the method runs with the text logits absent (methods that declare text_optional).
     """
 
     classnames: list[str]
@@ -42,28 +86,34 @@ class MemorySpec:
     max_age_s: float | None = None
     max_per_class: int | None = None
     name: str = ""
+    has_text: bool = True
 
     def __post_init__(self) -> None:
         names = self.classnames
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
-            raise GenbaError("classnames must be a non-empty list of non-empty strings")
+        if not isinstance(names, list) or not 0 < len(names) <= MAX_CLASSES or not all(
+                isinstance(n, str) and n.strip() and len(n) <= 200 for n in names):
+            raise GenbaError(f"classnames must be a list of 1 to {MAX_CLASSES} non-empty strings of at most 200 characters")
         if len(set(names)) != len(names):
             raise GenbaError("classnames must be unique")
-        if not isinstance(self.templates, list) or not self.templates or not all(
-                isinstance(t, str) and t.count("{}") == 1 for t in self.templates):
+        if not isinstance(self.templates, list) or not self.templates:
             raise GenbaError("templates must be a non-empty list of strings with exactly one '{}' each")
+        for template in self.templates:
+            check_template(template)
         for key in ("encoder", "encoder_provenance", "method"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise GenbaError(f"memory spec field {key!r} must be a non-empty string")
-        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim < 1:
-            raise GenbaError(f"memory spec dim must be a positive integer, got {self.dim!r}")
-        if not isinstance(self.hyperparameters, dict):
-            raise GenbaError("hyperparameters must be a JSON object")
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or not 1 <= self.dim <= 65_536:
+            raise GenbaError(f"memory spec dim must be an integer in [1, 65536], got {self.dim!r}")
+        check_hyperparameters(self.hyperparameters)
         check_format(self.feature_format)
-        if self.max_age_s is not None and not (isinstance(self.max_age_s, (int, float)) and self.max_age_s > 0):
-            raise GenbaError(f"max_age_s must be a positive number of seconds or null, got {self.max_age_s!r}")
-        if self.max_per_class is not None and not (isinstance(self.max_per_class, int) and self.max_per_class >= 1):
-            raise GenbaError(f"max_per_class must be an integer >= 1 or null, got {self.max_per_class!r}")
+        if self.max_age_s is not None and not (isinstance(self.max_age_s, (int, float)) and not isinstance(self.max_age_s, bool)
+                                               and math.isfinite(self.max_age_s) and 0 < self.max_age_s <= MAX_AGE_S):
+            raise GenbaError(f"max_age_s must be a number of seconds in (0, {MAX_AGE_S:g}] or null, got {self.max_age_s!r}")
+        if self.max_per_class is not None and not (isinstance(self.max_per_class, int) and not isinstance(self.max_per_class, bool)
+                                                   and 1 <= self.max_per_class <= MAX_PER_CLASS):
+            raise GenbaError(f"max_per_class must be an integer in [1, {MAX_PER_CLASS}] or null, got {self.max_per_class!r}")
+        if not isinstance(self.has_text, bool):
+            raise GenbaError(f"has_text must be true or false, got {self.has_text!r}")
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise GenbaError("name must be a string of at most 200 characters")
 

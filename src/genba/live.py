@@ -22,13 +22,15 @@ import threading
 import time
 from collections import deque
 
+import numpy as np
 import torch
 
+from genba import features
 from genba.errors import GenbaError
-from genba.methods import Feats, create_method, make_config
+from genba.methods import Feats, create_method, get_method, make_config, method_names
 from genba.store import banks as bank_io
 from genba.store.codec import roundtrip
-from genba.store.db import STATIC, Receipt, Rejection, StaleMemory, Store, Write
+from genba.store.db import STATIC, Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
 from genba.store.spec import MemorySpec
 
 
@@ -43,11 +45,19 @@ def create_memory(store: Store, encoder, encoder_spec: str, classnames: list[str
     """
     from genba.zeroshot import text_classifier
 
-    make_config(method, hyperparameters or {})  # unknown method or hyperparameter -> GenbaError now
+    has_text = bool(getattr(encoder, "has_text", True))
     spec = MemorySpec(classnames=list(classnames), templates=list(templates), encoder=encoder_spec,
                       encoder_provenance=encoder.provenance, dim=int(encoder.embed_dim), method=method,
-                      hyperparameters=dict(hyperparameters or {}), **policy)
-    text = text_classifier(encoder, spec.classnames, spec.templates).numpy()  # (C, D)
+                      hyperparameters=dict(hyperparameters or {}), has_text=has_text, **policy)  # types, magnitudes
+    make_config(method, spec.hyperparameters)  # unknown method, hyperparameter or out of range -> GenbaError now
+    if not has_text:
+        if not get_method(method).works_without_text():
+            able = [n for n in method_names() if get_method(n).works_without_text()]
+            raise GenbaError(f"method {method!r} needs class text features, but encoder {encoder_spec!r} is vision-only "
+                             f"(no text tower); use one of: {', '.join(able)}")
+        text = np.zeros((spec.num_classes, spec.dim), dtype=np.float32)  # stored for the layout; never read
+    else:
+        text = text_classifier(encoder, spec.classnames, spec.templates).numpy()  # (C, D)
     return store.create_memory(spec, text, token_hash=token_hash)
 
 
@@ -56,16 +66,48 @@ def check_encoder(spec: MemorySpec, encoder) -> None:
     if encoder.provenance != spec.encoder_provenance:
         raise GenbaError(f"memory was built with encoder {spec.encoder_provenance!r} but {encoder.provenance!r} is loaded; "
                          f"features of different encoders are not comparable: load '{spec.encoder}' with its original weights")
+    if int(encoder.embed_dim) != spec.dim:
+        raise GenbaError(f"memory holds {spec.dim}-d features but encoder {spec.encoder!r} makes {int(encoder.embed_dim)}-d "
+                         "ones; import it on a server whose encoder matches the one it was built with")
 
 
 def encode_images(encoder, images: list) -> torch.Tensor:
-    """RGB PIL images -> (N, D) joint features, batched by the encoder's batch size."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(images), encoder.batch_size):
-            pixels = torch.stack([encoder.preprocess(im) for im in images[i : i + encoder.batch_size]])  # (B, 3, H, W)
-            out.append(encoder.encode_image(pixels).float())
-    return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
+    """RGB PIL images -> (N, D) joint features (genba.features.encode_images, batched)."""
+    return features.encode_images(encoder, images)[0]
+
+
+def build_method(spec: MemorySpec, text, state: dict, entries: Entries):
+    """The method a memory's entries define (fit on the static bank, banks refilled), or None
+    while a method that needs labelled support has none; raises on entries the method cannot hold."""
+    method = create_method(spec.method, **spec.hyperparameters)
+    static = [i for i, b in enumerate(entries.banks) if b == STATIC]
+    text_t = torch.from_numpy(np.asarray(text, dtype=np.float32)) if spec.has_text else None
+    if static:
+        method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]),
+                   num_classes=spec.num_classes)
+    elif text_t is None:
+        return None  # without text every method waits for labelled support
+    elif not method.needs_support:
+        method.fit(text_t)
+    else:
+        return None  # waits for labelled support
+    if method.test_time:
+        method.predict_stream(Feats(torch.zeros(0, spec.dim)))  # builds banks that wait for a first query
+        bank_io.restore(bank_io.banks(method), entries)
+        bank_io.load_method_state(method, state)
+    return method
+
+
+def with_support(entries: Entries, feats: np.ndarray, classes: list[int], sources: list[str]) -> Entries:
+    """`entries` with N new static rows appended (ids -1: not stored yet)."""
+    n = len(classes)
+    return Entries(ids=np.concatenate([entries.ids, -np.ones(n, dtype=np.int64)]), banks=entries.banks + [STATIC] * n,
+                   classes=np.concatenate([entries.classes, np.asarray(classes, dtype=np.int64)]),
+                   slots=entries.slots + [None] * n, sources=entries.sources + list(sources),
+                   entropies=np.concatenate([entries.entropies, np.full(n, np.nan)]),
+                   created=np.concatenate([entries.created, np.zeros(n)]),
+                   feats=np.concatenate([entries.feats.reshape(-1, feats.shape[1]), feats]).astype(np.float32),
+                   payloads=entries.payloads + [None] * n)
 
 
 def entropy_of(p: torch.Tensor) -> float:
@@ -89,35 +131,57 @@ class LiveMemory:
 
     # ------------------------------------------------------------------------------- loading
     def rebuild(self) -> None:
-        """Rebuild the method from the store (fit on support, refill banks, restore state)."""
+        """Rebuild the method from the store (fit on support, refill banks, restore state).
+
+        A memory whose method cannot be rebuilt (a damaged or foreign store) is kept with
+        `method = None` and `broken` set to the reason: it can still be inspected, exported,
+        rolled back and erased (delete-by-source), and predict / support say why they refuse.
+        """
         with self.lock:
             version, spec, text, state, entries = self.store.load(self.id)
-            method = create_method(spec.method, **spec.hyperparameters)
-            static = [i for i, b in enumerate(entries.banks) if b == STATIC]
-            text_t = torch.from_numpy(text)
-            if static:
-                method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]))
-            elif not method.needs_support:
-                method.fit(text_t)
-            else:
-                method = None  # waits for labelled support
-            if method is not None and method.test_time:
-                method.predict_stream(Feats(torch.zeros(0, spec.dim)))  # builds banks that wait for a first query
-                bank_io.restore(bank_io.banks(method), entries)
-                bank_io.load_method_state(method, state)
-            self.spec, self.method, self.version = spec, method, version
+            try:
+                method, broken = build_method(spec, text, state, entries), None
+            except Exception as error:  # noqa: BLE001 - the reason is kept and shown, never swallowed
+                method = None
+                broken = (f"memory {self.id} cannot be rebuilt from the store ({type(error).__name__}: {str(error)[:200]}); "
+                          "inspect, export, roll it back or delete sources, or create a new memory")
+            self.spec, self.method, self.version, self.broken = spec, method, version, broken
 
     def refresh(self) -> None:
-        """Reload if another writer changed the memory in the store."""
-        if self.store.version(self.id) != self.version:
+        """Reload if another writer changed the memory in the store (or the last rebuild failed)."""
+        if self.broken or self.store.version(self.id) != self.version:
             self.rebuild()
 
     # -------------------------------------------------------------------------------- writes
     def add_support(self, feats: torch.Tensor, labels, source_ids: list[str]) -> Receipt:
-        """Store labelled features (N, D) as support, then refit from the store."""
+        """Store labelled features (N, D) as support and refit: fully applied or not at all.
+
+        The method is first built in RAM from the stored entries plus the new rows (as the store
+        will read them back); only if that succeeds is the write committed. Should the rebuild
+        after the commit still fail (another writer changed the memory meanwhile), the new entries
+        are removed again (logged 'rolled-back') before the error is raised.
+        """
+        feats = torch.as_tensor(feats).float().numpy()
         with self.lock:
-            receipt = self.store.add_entries(self.id, STATIC, torch.as_tensor(feats).float().numpy(), labels, source_ids)
+            self.refresh()
+            _, spec, text, state, entries = self.store.load(self.id)
+            if self.broken:
+                raise UnusableMemory(self.broken)
+            labels = [int(c) for c in labels]
+            trial = with_support(entries, roundtrip(feats, spec.feature_format), labels, source_ids)
+            try:
+                build_method(spec, text, state, trial)
+            except GenbaError as error:
+                raise GenbaError(f"support refused, nothing stored: {error}") from None
+            except Exception as error:
+                raise GenbaError(f"support refused, nothing stored: method {spec.method!r} cannot be fit on it "
+                                 f"({type(error).__name__}: {str(error)[:200]})") from None
+            receipt = self.store.add_entries(self.id, STATIC, feats, labels, source_ids)
             self.rebuild()
+            if self.broken:
+                self.store.remove_entries(self.id, receipt.entry_ids, "rolled-back")
+                self.rebuild()
+                raise GenbaError(f"support refused and undone: {self.broken}")
             return receipt
 
     def predict(self, feats: torch.Tensor, *, update: bool = False, source_ids: list[str] | None = None
@@ -131,6 +195,8 @@ class LiveMemory:
         with self.lock:
             for _ in range(self.retries):
                 self.refresh()
+                if self.broken:
+                    raise UnusableMemory(self.broken)
                 if self.method is None:
                     raise GenbaError(f"method {self.spec.method!r} needs labelled support images before it can predict; "
                                      "add some (POST .../support) first")
@@ -146,7 +212,7 @@ class LiveMemory:
                 except BaseException:
                     self.version = -1  # RAM may hold writes the store refused: rebuild on the next call
                     raise
-            raise GenbaError(f"memory {self.id} kept changing under concurrent writers; retry the request")
+            raise StaleMemory(f"memory {self.id} kept changing under concurrent writers; retry the request")
 
     def _update(self, feats: torch.Tensor, source_ids: list[str] | None):
         if source_ids is None or len(source_ids) != len(feats):

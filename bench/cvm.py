@@ -1,0 +1,509 @@
+"""Continual Visual Mapping vs a cross-entropy head vs the frozen zero-shot VLM, on the built-in stream.
+
+    python bench/cvm.py            # -> bench/results/cvm.md, cvm.json, cvm_*.png
+
+Same stream (textile, animal-mnist, fashion-mnist, digits), same students, same strategies
+(genba.continual's finetune / replay / LwF / EWC with their fixed defaults), same budget
+(genba.cvm.stream.default_train) for the concept head (CVM) and the linear CE head; one training
+run is read in both settings (MTIL: task known; X-TAIL: union label space). Also: classes that
+enter by name only, a class-imbalance stream, ONNX size, onnxruntime vs PyTorch latency and memory.
+The mapping loss, its scale and centring are chosen on the first task's validation split only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import RESULTS, command_line
+from genba.cache import TensorCache
+from genba.cvm.concepts import ConceptBank, TextEmbedder
+from genba.cvm.stream import DEFAULT_SIZE, CVMConfig, run_stream, select_loss
+from genba.cvm.tasks import TaskSpec, build_tasks, parse_stream
+from genba.report import markdown_table, write_json
+
+STREAM = "textile,animal-mnist,fashion-mnist,digits"
+NAME_ONLY_RULE = "fashion-mnist classes 1, 4, 7 (every third from the second: trouser, coat, sneaker), fixed in advance"
+NAME_ONLY = ("trouser", "coat", "sneaker")
+SHOTS = 5
+IMBALANCE = 10
+METRICS = ("avg", "last", "transfer", "bwt", "forgetting")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache-dir", default=os.environ.get("GENBA_CACHE_DIR") or str(Path.home() / ".cache" / "genba"))
+    p.add_argument("--students", default="small,lite0")
+    p.add_argument("--strategies", default="none,replay,lwf,ewc")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the small student (lite0 runs seed 0 only)")
+    p.add_argument("--lite-seeds", default="0")
+    p.add_argument("--lite-strategies", default="none,replay", help="strategies of the lite0 student (its runs cost more)")
+    p.add_argument("--lite-max-train", type=int, default=1000, help="training images per task for lite0")
+    p.add_argument("--name-only-students", default="small")
+    p.add_argument("--max-train", type=int, default=2000)
+    p.add_argument("--max-test", type=int, default=500)
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--report-only", action="store_true", help="rewrite cvm.md and the plots from the existing cvm.json")
+    return p.parse_args()
+
+
+def strip(result: dict) -> dict:
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+# ---------------------------------------------------------------------------- zero-shot VLM
+def conse_zeroshot(tasks, bank, cache) -> dict:
+    """The frozen conse VLM (EfficientNet-Lite0 -> ConSE -> MiniLM space) on the same test rows.
+    Its text side is the same MiniLM rows as the bank (uncentred), so MTIL / X-TAIL use bank rows."""
+    from genba.encoders import load_encoder
+    from genba.features import extract_features
+
+    encoder = load_encoder("conse")
+    mtil, xtail = [], []
+    for task in tasks:
+        feats = extract_features(encoder, task.dataset, "test", cache=cache, progress=False)
+        pos = {int(i): r for r, i in enumerate(feats.indices.tolist())}
+        rows = torch.tensor([pos[int(i)] for i in task.test_indices])
+        logits = feats.image[rows] @ bank.embeddings.T  # (N, C); the scale does not change argmax
+        ids = torch.tensor(task.class_ids)
+        mtil.append(100.0 * (ids[logits[:, ids].argmax(-1)] == task.test_y).float().mean().item())
+        xtail.append(100.0 * (logits.argmax(-1) == task.test_y).float().mean().item())
+    from genba.continual import metrics
+
+    out = {}
+    for name, row in (("mtil", mtil), ("xtail", xtail)):
+        matrix = [row] * (len(tasks) + 1)  # never trained: every row is the zero-shot row
+        out[name] = {"accuracy_matrix": matrix, "metrics": metrics.summary(matrix)}
+    return out
+
+
+# ---------------------------------------------------------------------------- latency / size
+def latency(objective, onnx_path: Path, images: list, threads: int = 1) -> dict:
+    """Images per second at batch 1 after decoding (resize + normalise + forward), ORT vs PyTorch eager."""
+    from genba.cvm.pixels import normalize, resize_rgb
+    from genba.cvm.predict import OnnxClassifier
+
+    size = objective.student.image_size
+    clf = OnnxClassifier.load(onnx_path, threads=threads)
+    torch.set_num_threads(threads)
+    model = objective.eval()
+
+    def ort_one(im):
+        return clf.probabilities(normalize(resize_rgb(im, size))[None])
+
+    @torch.inference_mode()
+    def torch_one(im):
+        x = torch.from_numpy(normalize(resize_rgb(im, size))[None])
+        return torch.softmax(model.head(model.student(x)), -1)
+
+    out = {}
+    for name, fn in (("onnxruntime", ort_one), ("pytorch", torch_one)):
+        for im in images[:20]:
+            fn(im)  # warm-up
+        best = []
+        for _ in range(3):  # the best of 3 passes: the machine is shared
+            start = time.perf_counter()
+            for im in images:
+                fn(im)
+            best.append(len(images) / (time.perf_counter() - start))
+        out[name] = max(best)
+    out["ratio_ort_over_pytorch"] = out["onnxruntime"] / out["pytorch"]
+    return out
+
+
+PEAK_SCRIPT = """
+import sys, numpy as np
+kind, path, model_dir, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+if kind == "onnxruntime":
+    sys.modules["torch"] = None
+    from genba.cvm.predict import OnnxClassifier
+    clf = OnnxClassifier.load(path, threads=1)
+    for _ in range(50): clf.probabilities(x)
+else:
+    import torch; torch.set_num_threads(1)
+    from genba.cvm.model_dir import load_model_dir
+    obj, _, _ = load_model_dir(model_dir)
+    with torch.inference_mode():
+        for _ in range(50): obj.head(obj.student(torch.from_numpy(x)))
+print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024)
+"""
+
+
+def peak_memory_mb(kind: str, onnx_path: Path, model_dir: Path, size: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, kind, str(onnx_path), str(model_dir), str(size)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------- report helpers
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def group(runs, **match):
+    return [r for r in runs if all(r[k] == v for k, v in match.items())]
+
+
+def metric_values(runs, setting, name):
+    return [r["settings"][setting]["metrics"][name] for r in runs]
+
+
+def plots(out: Path, summary_rows, runs, zs, latencies):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"concept": "o", "linear": "s", "zero-shot": "*"}
+    for key, xlabel, fname in (("onnx_mb", "model size on disk (ONNX, MB)", "cvm_size.png"),
+                               ("train_macs_per_task", "training multiply-adds per task", "cvm_compute.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for ax, setting in zip(axes, ("mtil", "xtail")):
+            for row in summary_rows:
+                if row.get(key) is None:
+                    continue
+                ax.scatter(row[key], row[setting + "_avg"], marker=markers[row["head"]], s=60)
+                ax.annotate(row["label"], (row[key], row[setting + "_avg"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"{setting.upper()} Avg (%)")
+            ax.set_title(f"{setting.upper()}: o CVM (concept head), s CE head, * zero-shot VLM")
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+    shown = [r for r in runs if r["seed"] == 0 and r["strategy"] in ("none", "replay")]
+    fig, axes = plt.subplots(2, max(1, len(shown)), figsize=(2.6 * max(1, len(shown)), 5.6), squeeze=False)
+    for col, r in enumerate(shown):
+        for row, setting in enumerate(("mtil", "xtail")):
+            ax = axes[row][col]
+            a = np.array(r["settings"][setting]["accuracy_matrix"])
+            ax.imshow(a, vmin=0, vmax=100, cmap="viridis")
+            for (i, j), v in np.ndenumerate(a):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=6, color="w" if v < 60 else "k")
+            ax.set_title(f"{'cvm' if r['head'] == 'concept' else 'ce'} {r['student']} {r['strategy']}\n{setting}", fontsize=7)
+            ax.set_xticks(range(a.shape[1]))
+            ax.set_xticklabels([t[:6] for t in r["stream"]], fontsize=5)
+            ax.set_yticks(range(a.shape[0]))
+            ax.set_yticklabels(["init"] + [t[:6] for t in r["stream"]], fontsize=5)
+    fig.tight_layout()
+    fig.savefig(out / "cvm_matrices.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = list(latencies)
+    xs = np.arange(len(labels))
+    ax.bar(xs - 0.2, [latencies[k]["onnxruntime"] for k in labels], 0.4, label="onnxruntime")
+    ax.bar(xs + 0.2, [latencies[k]["pytorch"] for k in labels], 0.4, label="PyTorch eager")
+    ax.axhline(100, color="r", lw=0.8, ls="--", label="target 100 img/s")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("images / s, batch 1, 1 thread")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "cvm_latency.png", dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- main
+def conse_size_mb() -> float:
+    """The frozen VLM's on-device part: EfficientNet-Lite0 weights (incl. the ImageNet classifier) + the
+    (1000, 384) float32 ImageNet-name rows that ConSE mixes (MiniLM itself is not needed on the device)."""
+    from genba.backbones.efficientnet import weights_path
+
+    return Path(weights_path("efficientnet-lite0")).stat().st_size / 1e6 + 1000 * 384 * 4 / 1e6
+
+
+def finish(out: Path, payload: dict, students, strategies) -> None:
+    zs_row = {"label": "zero-shot conse", "head": "zero-shot", "onnx_mb": payload["zeroshot_size_mb"],
+              "train_macs_per_task": None}
+    for setting in ("mtil", "xtail"):
+        for name in METRICS:
+            zs_row[f"{setting}_{name}"] = payload["zeroshot_conse"][setting]["metrics"][name]
+    plots(out, payload["summary"] + [zs_row], payload["runs"], payload["zeroshot_conse"],
+          payload["export"]["latency_img_per_s"])
+    write_json(out / "cvm.json", payload)
+    (out / "cvm.md").write_text(report(payload, students, strategies))
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    if args.report_only:
+        out = Path(args.out)
+        payload = json.loads((out / "cvm.json").read_text())
+        payload.setdefault("zeroshot_size_mb", conse_size_mb())
+        students = list(dict.fromkeys(r["student"] for r in payload["summary"]))
+        strategies = list(dict.fromkeys(r["strategy"] for r in payload["summary"]))
+        finish(out, payload, students, strategies)
+        print(f"rewrote {out / 'cvm.md'} from cvm.json")
+        return
+    wall = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = TensorCache(args.cache_dir)
+    stream = parse_stream(STREAM)
+    students = [s for s in args.students.split(",") if s]
+    strategies = [s for s in args.strategies.split(",") if s]
+    runs, selections, exported, zs = [], {}, {}, None
+    phases = {}
+    budgets = {}
+    for student in students:
+        t0 = time.perf_counter()
+        size = DEFAULT_SIZE[student]
+        max_train = args.max_train if student == "small" else args.lite_max_train
+        budgets[student] = max_train
+        tasks, names, templates = build_tasks(stream, size, cache, max_train=max_train, max_test=args.max_test,
+                                              val_per_class=30)
+        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+        base = CVMConfig(stream=stream, student=student, max_train=max_train, max_test=args.max_test).resolved()
+        loss, scale, center, selection = select_loss(base, tasks, bank, cache)
+        selections[student] = selection
+        print(f"[{student}] selected {selection['chosen']} on {selection['task']} validation", flush=True)
+        if zs is None:
+            zs = conse_zeroshot(tasks, bank, cache)
+        seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
+        own = strategies if student == "small" else [s for s in args.lite_strategies.split(",") if s]
+        for seed in seeds:
+            for strategy in own:
+                for head in ("concept", "linear"):
+                    cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
+                                    loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
+                                    max_train=max_train, max_test=args.max_test)
+                    result = run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))
+                    if seed == seeds[0] and strategy == "replay":
+                        exported[(student, head)] = result["_objective"], bank
+                    runs.append(strip(result))
+                    m = result["settings"]["xtail"]["metrics"]
+                    print(f"[{student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} last {m['last']:.1f} "
+                          f"forgetting {m['forgetting']:.1f} ({result['wall_seconds']:.0f} s)", flush=True)
+        phases[f"main grid ({student})"] = time.perf_counter() - t0
+
+    # ---- classes known only by name, then a few images (small and lite0, replay and none)
+    t0 = time.perf_counter()
+    name_only_runs = []
+    specs = [TaskSpec("animal-mnist"), TaskSpec("fashion-mnist", name_only=NAME_ONLY),
+             TaskSpec("fashion-mnist", only=NAME_ONLY, shots=SHOTS)]
+    for student in [s for s in args.name_only_students.split(",") if s in students]:
+        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=budgets[student],
+                                              max_test=args.max_test, val_per_class=30)
+        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+        sel = selections[student]
+        loss, rest = sel["chosen"].split("@")
+        for strategy in ("none", "replay"):
+            for head in ("concept", "linear"):
+                cfg = CVMConfig(stream=specs, student=student, head=head, strategy=strategy,
+                                loss=loss if head == "concept" else "ce", concept_scale=float(rest.split("+")[0]),
+                                center=rest.endswith("+centred"), max_train=budgets[student], max_test=args.max_test)
+                r = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
+                name_only_runs.append(r)
+                print(f"[name-only {student}] {head} {strategy}: mtil A[2][3] {r['settings']['mtil']['accuracy_matrix'][2][2]:.1f}",
+                      flush=True)
+    phases["name-only"] = time.perf_counter() - t0
+
+    # ---- class imbalance: in every task the first class keeps all its rows, the others IMBALANCE rows
+    t0 = time.perf_counter()
+    imbalance_runs = []
+    tasks, names, templates = build_tasks(stream, DEFAULT_SIZE["small"], cache, max_train=args.max_train,
+                                          max_test=args.max_test, val_per_class=30, imbalance=IMBALANCE)
+    bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+    major_share = [float((t.train_y == t.trained_ids[0]).float().mean()) for t in tasks]
+    sel = selections["small"]
+    loss, rest = sel["chosen"].split("@")
+    for strategy in ("none", "replay"):
+        for head in ("concept", "linear"):
+            cfg = CVMConfig(stream=stream, student="small", head=head, strategy=strategy, imbalance=IMBALANCE,
+                            loss=loss if head == "concept" else "ce", concept_scale=float(rest.split("+")[0]),
+                            center=rest.endswith("+centred"), max_train=args.max_train, max_test=args.max_test)
+            imbalance_runs.append(strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))))
+    phases["imbalance"] = time.perf_counter() - t0
+
+    # ---- export, size, latency, memory
+    t0 = time.perf_counter()
+    from genba.cvm.export import onnx_bytes
+    from genba.cvm.model_dir import save_model_dir
+    from genba.data import load_dataset
+
+    fashion = load_dataset("fashion-mnist")
+    images = [fashion.image(int(i)) for i in fashion.splits["test"][:300]]
+    sizes, latencies, memory, parity = {}, {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for (student, head), (objective, bank) in exported.items():
+            label = f"{'cvm' if head == 'concept' else 'ce'}-{student}"
+            mdir = save_model_dir(Path(tmp) / label, objective, bank)
+            onnx_path = Path(tmp) / f"{label}.onnx"
+            onnx_path.write_bytes(onnx_bytes(objective, bank, {}))
+            sizes[label] = {"onnx_mb": onnx_path.stat().st_size / 1e6,
+                            "parameters": sum(p.numel() for p in objective.parameters()),
+                            "concept_rows": len(bank) if head == "concept" else 0}
+            from genba.cvm.predict import OnnxClassifier
+            from genba.cvm.pixels import normalize, resize_rgb
+
+            x = np.stack([normalize(resize_rgb(im, objective.student.image_size)) for im in images[:32]])
+            with torch.no_grad():
+                ref = objective.head(objective.student(torch.from_numpy(x))).numpy()
+            parity[label] = float(np.abs(OnnxClassifier.load(onnx_path).logits(x) - ref).max())
+            latencies[label] = latency(objective, onnx_path, images)
+            memory[label] = {k: peak_memory_mb(k, onnx_path, mdir, objective.student.image_size)
+                             for k in ("onnxruntime", "pytorch")}
+            print(f"[export {label}] {sizes[label]['onnx_mb']:.2f} MB, ORT {latencies[label]['onnxruntime']:.0f} img/s, "
+                  f"PyTorch {latencies[label]['pytorch']:.0f} img/s", flush=True)
+    phases["export + latency"] = time.perf_counter() - t0
+
+    # ---- summary rows for tables and plots
+    summary_rows = []
+    for student in students:
+        for strategy in strategies:
+            for head in ("concept", "linear"):
+                g = group(runs, student=student, strategy=strategy, head=head)
+                if not g:
+                    continue
+                label = f"{'cvm' if head == 'concept' else 'ce'}-{student}"
+                row = {"label": f"{label} {strategy}", "student": student, "head": head, "strategy": strategy,
+                       "seeds": len(g), "onnx_mb": sizes.get(label, {}).get("onnx_mb"),
+                       "parameters": g[0]["cost"]["parameters"],
+                       "trainable_parameters": g[0]["cost"]["trainable_parameters"],
+                       "train_seconds_per_task": statistics.mean(r["cost"]["train_seconds_per_task"] for r in g),
+                       "train_macs_per_task": statistics.mean(r["cost"]["train_macs_per_task"] for r in g),
+                       "strategy_bytes": g[0]["cost"]["strategy_bytes"]}
+                for setting in ("mtil", "xtail"):
+                    for name in METRICS:
+                        row[f"{setting}_{name}"] = statistics.mean(metric_values(g, setting, name))
+                        row[f"{setting}_{name}_pm"] = mean_std(metric_values(g, setting, name))
+                summary_rows.append(row)
+    wall = time.perf_counter() - wall
+    payload = {"command": command_line(), "stream": STREAM, "wall_seconds": wall, "max_train": budgets, "phases_seconds": phases,
+               "selection": selections, "runs": runs, "summary": summary_rows, "zeroshot_conse": zs,
+               "name_only": {"rule": NAME_ONLY_RULE, "shots": SHOTS, "runs": name_only_runs},
+               "imbalance": {"minor_rows_per_class": IMBALANCE, "major_share_per_task": major_share, "runs": imbalance_runs},
+               "export": {"sizes": sizes, "latency_img_per_s": latencies, "peak_rss_mb": memory,
+                          "max_abs_logit_diff_ort_vs_torch": parity},
+               "zeroshot_size_mb": conse_size_mb()}
+    finish(out, payload, students, strategies)
+    print(f"wrote {out / 'cvm.md'} in {wall:.0f} s")
+
+
+def report(p: dict, students, strategies) -> str:
+    lines = ["# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
+             f"Command: `{p['command']}`  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
+             f"({', '.join(f'{k} {v:.0f} s' for k, v in p['phases_seconds'].items())}); torch and onnxruntime on 1 thread.", "",
+             f"Stream `{p['stream']}` (one order), at most {', '.join(f'{v} ({k})' for k, v in p['max_train'].items())} "
+             "training and 500 test images per task (seeded, stratified, split seed 0 for every run); 30 validation "
+             "images per class carved from train. Images at 32 px (small) / 64 px (lite0).",
+             "Training (fixed in advance, both heads): AdamW lr 3e-3 (small) / 1e-3 (lite0), 6 epochs, batch 64, "
+             "weight decay 1e-4, 5% warmup + cosine, clip 5; best epoch on the current task's validation split. "
+             "Strategies: genba.continual's defaults, fixed in advance (replay: 500-row reservoir buffer; LwF: "
+             "weight 1, T 2; EWC: weight 1000, online diagonal Fisher); `none` = sequential fine-tune. The loss ranges "
+             "over the classes seen so far (class-incremental); one run per row is read in both settings.", ""]
+    lines += ["## Mapping loss chosen on the first task's validation split", ""]
+    for student, sel in p["selection"].items():
+        lines.append(f"- {student}: **{sel['chosen']}** on {sel['task']} ({sel['n_val']} validation images); grid: " +
+                     ", ".join(f"{k} {v:.1f}" for k, v in sel["val_top1"].items()))
+    lines += ["", "Contrastive = InfoNCE of the image embedding against the concept rows of the known classes; "
+              "cosine = 1 - cos(z, t_y); s = the logit scale; centred = targets normalize(t - mu) with mu the bank "
+              "mean frozen at build (MiniLM rows of one dataset's names have cosines 0.5-0.95).", ""]
+    for setting in ("mtil", "xtail"):
+        lines += [f"## {setting.upper()} ({'task known, argmax over its classes' if setting == 'mtil' else 'no task id, argmax over all 33 classes'})", ""]
+        rows = [[r["label"], r["seeds"]] + [r[f"{setting}_{m}_pm"] for m in METRICS] for r in p["summary"]]
+        z = p["zeroshot_conse"][setting]["metrics"]
+        rows.append(["zero-shot conse (frozen VLM)", "-"] + [f"{z[m]:.1f}" for m in METRICS])
+        lines += [markdown_table(["method", "seeds", "Avg", "Last", "Transfer", "BWT", "Forgetting"], rows), ""]
+    lines += ["## Target: CVM vs the CE head, same student, strategy and budget (difference of means)", ""]
+    rows = []
+    for student in students:
+        for strategy in strategies:
+            c = [r for r in p["summary"] if r["student"] == student and r["strategy"] == strategy and r["head"] == "concept"]
+            l = [r for r in p["summary"] if r["student"] == student and r["strategy"] == strategy and r["head"] == "linear"]
+            if c and l:
+                c, l = c[0], l[0]
+                rows.append([student, strategy] + [f"{c[f'{s}_avg'] - l[f'{s}_avg']:+.1f}" for s in ("mtil", "xtail")] +
+                            [f"{c[f'{s}_forgetting'] - l[f'{s}_forgetting']:+.1f}" for s in ("mtil", "xtail")])
+    lines += [markdown_table(["student", "strategy", "ΔAvg MTIL", "ΔAvg X-TAIL", "ΔForgetting MTIL (lower is better)",
+                              "ΔForgetting X-TAIL"], rows), ""]
+    lines += ["## Cost", ""]
+    rows = [[r["label"], f"{r['parameters'] / 1e6:.3f} M", f"{r['trainable_parameters'] / 1e6:.3f} M",
+             "-" if r["onnx_mb"] is None else f"{r['onnx_mb']:.2f}", f"{r['train_seconds_per_task']:.1f}",
+             f"{r['train_macs_per_task'] / 1e9:.1f} G", f"{r['strategy_bytes'] / 1e6:.2f}"] for r in p["summary"]]
+    rows.append(["zero-shot conse (frozen VLM)", "4.652 M + 1000 x 384 rows", "0", f"{p['zeroshot_size_mb']:.2f} (PyTorch weights)",
+                 "0", "0", "0"])
+    lines += [markdown_table(["method", "params", "trainable", "ONNX MB", "train s / task", "train MACs / task",
+                              "strategy MB"], rows), "",
+              "Training multiply-adds = 3 x (forward MACs of the trained part) x rows x epochs (+2x for LwF's teacher "
+              "pass); lite0's frozen stages run once per image before training (their activations are cached).", ""]
+    e = p["export"]
+    lines += ["## On-device: ONNX size, batch-1 throughput after decoding (resize + normalise + forward), memory", ""]
+    rows = [[k, f"{e['sizes'][k]['onnx_mb']:.2f}", f"{e['latency_img_per_s'][k]['onnxruntime']:.0f}",
+             f"{e['latency_img_per_s'][k]['pytorch']:.0f}", f"{e['latency_img_per_s'][k]['ratio_ort_over_pytorch']:.2f}x",
+             f"{e['peak_rss_mb'][k]['onnxruntime']:.0f}", f"{e['peak_rss_mb'][k]['pytorch']:.0f}",
+             f"{e['max_abs_logit_diff_ort_vs_torch'][k]:.1e}"] for k in e["sizes"]]
+    lines += [markdown_table(["model", "ONNX MB", "ORT img/s", "PyTorch img/s", "ORT / PyTorch", "ORT peak RSS MB",
+                              "PyTorch peak RSS MB", "max |logit diff|"], rows), "",
+              "300 Fashion-MNIST test images, batch 1, one thread, best of 3 passes; peak RSS of a fresh process "
+              "that loads the model and runs 50 images (VmHWM; the ORT process has torch blocked, so this is the "
+              "whole torch-free predict path).", ""]
+    lines += ["## Classes known only by name", "",
+              f"Stream animal-mnist -> fashion-mnist with {', '.join(NAME_ONLY)} known by name only ({p['name_only']['rule']}) "
+              f"-> those classes with {SHOTS} images each. Column 'name only' = accuracy on their test images after "
+              "task 2 (no image of them seen), 'after 5 shots' = after task 3; MTIL ranks the 3 name-only classes "
+              "(chance 33.3%), X-TAIL all 20 classes (chance 5%).", ""]
+    rows = []
+    for r in p["name_only"]["runs"]:
+        m, x = r["settings"]["mtil"]["accuracy_matrix"], r["settings"]["xtail"]["accuracy_matrix"]
+        rows.append([f"{'cvm' if r['head'] == 'concept' else 'ce'}-{r['student']}", r["strategy"], f"{m[2][2]:.1f}",
+                     f"{m[3][2]:.1f}", f"{x[2][2]:.1f}", f"{x[3][2]:.1f}", f"{m[3][0]:.1f}", f"{m[3][1]:.1f}"])
+    lines += [markdown_table(["model", "strategy", "MTIL name only", "MTIL after 5 shots", "X-TAIL name only",
+                              "X-TAIL after 5 shots", "animal-mnist at end (MTIL)", "fashion-mnist at end (MTIL)"], rows), ""]
+    im = p["imbalance"]
+    lines += ["## Class-imbalance stream", "",
+              f"Same stream; in every task the first class keeps all its training rows and every other class "
+              f"{im['minor_rows_per_class']} rows (share of the first class per task: "
+              f"{', '.join(f'{s:.0%}' for s in im['major_share_per_task'])}); test sets stay stratified. Small student, seed 0.", ""]
+    rows = [[f"{'cvm' if r['head'] == 'concept' else 'ce'}-small", r["strategy"]] +
+            [f"{r['settings'][s]['metrics'][m]:.1f}" for s in ("mtil", "xtail") for m in ("avg", "last", "forgetting")]
+            for r in im["runs"]]
+    lines += [markdown_table(["model", "strategy", "MTIL Avg", "MTIL Last", "MTIL Forgetting", "X-TAIL Avg",
+                              "X-TAIL Last", "X-TAIL Forgetting"], rows), ""]
+    lines += ["## Reading (why the targets are met or missed)", "",
+              "- Targets are read off the tables above: the delta table gives by how much CVM is above or below the CE "
+              "head; chance is 33.3% for textile and 10% for the other tasks in MTIL.",
+              "- The concept space is poorly separated for these class names (all-MiniLM-L6-v2 rows of the three "
+              "textile names have cosines up to 0.95, the digit names 0.76 on average), so a student mapped onto "
+              "it learns the current task less well than a free linear head (lower diagonal of the accuracy "
+              "matrices), which costs Avg.",
+              "- In MTIL the CE head keeps one row per old class that later tasks barely touch, while every task "
+              "rewrites CVM's one shared projection: with the mostly frozen lite0 trunk and no strategy, CE hardly "
+              "forgets in MTIL and CVM does. In X-TAIL the CE head's old rows are pushed down as negatives of every "
+              "new task (the class-incremental bias) whereas the concept rows stay fixed, so CVM forgets less there "
+              "with every strategy on the small student.",
+              "- The loss is chosen on 90 textile validation images; the grid's spread is within the sampling noise "
+              "of 90 images, so the choice (cosine for lite0) is weakly determined.",
+              "- A student trained from scratch (or from ImageNet features) does not inherit the language model's "
+              "zero-shot knowledge: classes known only by name are not predicted above chance by it; their concept "
+              "rows do make the first 5 images count (X-TAIL after 5 shots). The CE head's rows of name-only classes "
+              "are untrained random rows: their MTIL figure is the luck of one seed among 3 classes, not a "
+              "name-based prediction.", ""]
+    lines += ["Plots: cvm_size.png (Avg vs ONNX MB), cvm_compute.png (Avg vs training MACs per task), "
+              "cvm_matrices.png (accuracy matrices, seed 0, none and replay), cvm_latency.png.", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

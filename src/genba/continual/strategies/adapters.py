@@ -1,0 +1,114 @@
+"""Parameter-efficient strategies: one adapter per task (base frozen), and a mixture of
+adapters with learned gates (MoE-Adapters, Yu et al. CVPR 2024). Both send images of unseen
+domains to the zero-shot path in the task-agnostic setting (DIKI, Tang et al. ECCV 2024;
+RAIL, Xu et al. NeurIPS 2024) through genba.continual.learner.TaskRouter.
+
+* task-adapters: before task t a new zero-initialised adapter is added and every earlier one
+  frozen; the learner reads adapter t for images of task t (MTIL), or the router's choice
+  (X-TAIL). Nothing shared is trained, so no interference; Transfer is the zero-shot's.
+* moe-adapters: a shared pool of experts, one new gate per task (earlier gates frozen);
+  after each task the `freeze` most used experts are frozen (activate-freeze).
+After each task the router learns the task's class centroids from its training rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from genba.continual.learner import MixtureAdapters, TaskAdapters
+from genba.continual.strategies.base import Strategy, all_rows, non_negative, positive, register_strategy
+from genba.train import TrainData
+
+
+@dataclass
+class TaskAdaptersConfig:
+    hidden: int = 0
+    """0: linear adapter per task; > 0: bottleneck width."""
+    quantile: float = 0.05
+    """Router threshold: this quantile of a class's own training similarities (fixed in advance)."""
+
+    def __post_init__(self) -> None:
+        non_negative(self, "hidden")
+        if not 0.0 <= self.quantile < 1.0:
+            raise ValueError(f"quantile must be in [0, 1), got {self.quantile}")
+
+
+@register_strategy("task-adapters")
+class PerTaskAdapters(Strategy):
+    config_cls = TaskAdaptersConfig
+
+    def begin_task(self, objective, task_index: int) -> None:
+        if hasattr(objective, "add_task_adapter"):  # e.g. LoRA through peft: one peft adapter per task
+            objective.add_task_adapter(task_index)
+            return
+        if not isinstance(objective.delta, TaskAdapters):
+            objective.delta = TaskAdapters(objective.dim_visual, objective.dim, int(self.config.hidden),
+                                           self.config.quantile)
+        while len(objective.delta.adapters) <= task_index:
+            objective.delta.add_task()
+
+    def end_task(self, objective, data: TrainData, task_index: int) -> None:
+        rows = all_rows(data)
+        if "task" in rows:
+            keep = rows["task"] == task_index
+            rows = {k: v[keep] for k, v in rows.items()}
+        with torch.no_grad():
+            if hasattr(objective, "add_task_adapter"):
+                objective.router.add_task(objective.base_features(rows), rows["y"], task_index)
+            else:
+                objective.delta.router.add_task(objective.visual(rows), rows["y"], task_index)
+
+    def extra_bytes(self) -> int:
+        return 0  # adapters and router are counted in the learner's bytes
+
+
+@dataclass
+class MoEAdaptersConfig:
+    experts: int = 8
+    """Experts in the shared pool (MoE-Adapters: 22 for 11 tasks, i.e. 2 per task)."""
+    hidden: int = 64
+    """Bottleneck width of each expert."""
+    top_k: int = 2
+    """Experts mixed per image (MoE-Adapters: 2)."""
+    freeze: int = 2
+    """Experts frozen after each task (the most used ones; = top_k so a task's experts are kept)."""
+    quantile: float = 0.05
+    """Router threshold quantile (as task-adapters)."""
+
+    def __post_init__(self) -> None:
+        positive(self, "experts", "hidden", "top_k")
+        non_negative(self, "freeze")
+        if not 0.0 <= self.quantile < 1.0:
+            raise ValueError(f"quantile must be in [0, 1), got {self.quantile}")
+
+
+@register_strategy("moe-adapters")
+class MoEAdapters(Strategy):
+    config_cls = MoEAdaptersConfig
+
+    def begin_task(self, objective, task_index: int) -> None:
+        cfg = self.config
+        if not isinstance(objective.delta, MixtureAdapters):
+            objective.delta = MixtureAdapters(objective.dim_visual, objective.dim, int(cfg.experts), int(cfg.hidden),
+                                              int(cfg.top_k), cfg.quantile)
+        while len(objective.delta.gates) <= task_index:
+            objective.delta.add_task()
+
+    def end_task(self, objective, data: TrainData, task_index: int) -> None:
+        rows = all_rows(data)
+        if "task" in rows:
+            keep = rows["task"] == task_index
+            rows = {k: v[keep] for k, v in rows.items()}
+        with torch.no_grad():
+            v = objective.visual(rows)
+            objective.delta.router.add_task(v, rows["y"], task_index)
+            usage = objective.delta.usage(v, task_index)
+        trainable = [e for e in range(len(objective.delta.experts))
+                     if any(p.requires_grad for p in objective.delta.experts[e].parameters())]
+        ranked = sorted(trainable, key=lambda e: -float(usage[e]))
+        for e in ranked[: int(self.config.freeze)]:
+            if len(trainable) > 1:  # keep at least one expert trainable for the next task
+                objective.delta.experts[e].requires_grad_(False)
+                trainable.remove(e)

@@ -1,0 +1,150 @@
+"""SAK end to end: teacher targets, the student variants, training through genba.train.fit,
+evaluation and model files.
+
+Teacher targets are standardised per channel with the TRAIN split's mean and std (dense and
+pooled separately; RADIO-style feature standardisation), so teachers of different scales weigh
+alike in the loss. Variants (all the same stem size, trained with the same TrainConfig):
+    sak           TSAP + learned MoR routers, linear distillation heads
+    no-router     TSAP + fixed average gate                      (ablation)
+    no-tsap       every teacher distilled from the stem, linear heads (ablation)
+    many-to-one   every teacher distilled from the stem with 2-layer MLP heads (RADIO-style)
+    stage1-only   sak after stage 1; stage 2 trains only routers + task heads on the frozen student
+    single:<task> many-to-one's stage-1 student trained on one task (distillation kept): the Delta-m reference
+    teacher:<t>   one head per task on teacher t's frozen cached map (the teachers' oracle)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as save_bytes
+
+from genba.cache import TensorCache, atomic_write_bytes
+from genba.errors import GenbaError
+from genba.sak.metrics import task_metrics
+from genba.sak.objectives import SAKObjective
+from genba.sak.scenes import SceneSet
+from genba.sak.student import SAKStudent, StudentConfig, TeacherHeadModel
+from genba.sak.teachers import load_teacher, teacher_targets
+from genba.train import TensorData, TrainConfig, fit
+
+VARIANTS = {
+    "sak": dict(tsap=True, router="learned", distill_head="linear"),
+    "no-router": dict(tsap=True, router="average", distill_head="linear"),
+    "no-tsap": dict(tsap=False, router="learned", distill_head="linear"),
+    "many-to-one": dict(tsap=False, router="learned", distill_head="mlp"),
+}
+MODEL_FILE = "model.safetensors"
+MODEL_FORMAT = "genba-sak-1"
+
+
+def task_channels(scenes: SceneSet) -> dict[str, int]:
+    return {t: (len(scenes.classnames) if t == "semantic" else 1) for t in scenes.tasks}
+
+
+def prepare_targets(splits: dict[str, SceneSet], teacher_specs: list[str], cache: TensorCache | None,
+                    grid: int = 8) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, list[int]], dict]:
+    """(per split: {'t/dense', 't/pooled'} standardised float16, teacher info {t: [dim, h, w]}, provenance)."""
+    if "train" not in splits:
+        raise GenbaError("teacher targets need a 'train' split to standardise with")
+    out: dict[str, dict[str, torch.Tensor]] = {s: {} for s in splits}
+    info, provenance = {}, {}
+    for spec in teacher_specs:
+        teacher = load_teacher(spec)
+        raw = {s: teacher_targets(teacher, sc.images, sc.fingerprint, cache, grid) for s, sc in splits.items()}
+        d_mean = raw["train"]["dense"].float().mean(dim=(0, 2, 3), keepdim=True)
+        d_std = raw["train"]["dense"].float().std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-4)
+        p_mean = raw["train"]["pooled"].float().mean(dim=0, keepdim=True)
+        p_std = raw["train"]["pooled"].float().std(dim=0, keepdim=True).clamp_min(1e-4)
+        for s in splits:
+            out[s][f"{spec}/dense"] = ((raw[s]["dense"].float() - d_mean) / d_std).half()
+            out[s][f"{spec}/pooled"] = ((raw[s]["pooled"].float() - p_mean) / p_std).half()
+        dense = raw["train"]["dense"]
+        info[spec] = [int(dense.shape[1]), int(dense.shape[2]), int(dense.shape[3])]
+        provenance[spec] = {"provenance": teacher.provenance, "licence": teacher.licence, "role": teacher.role}
+    return out, info, provenance
+
+
+def split_tensors(scenes: SceneSet, targets: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    return {**scenes.tensors(), **(targets or {})}
+
+
+def build_student(variant: str, teachers: dict, tasks: dict, **overrides) -> SAKStudent:
+    if variant not in VARIANTS:
+        raise GenbaError(f"unknown SAK variant '{variant}': choose one of {', '.join(VARIANTS)}")
+    return SAKStudent(StudentConfig(teachers=teachers, tasks=tasks, **{**VARIANTS[variant], **overrides}))
+
+
+def train_stage(model: torch.nn.Module, train: dict, val: dict, config: TrainConfig, *, stage: int,
+                teachers: list[str], tasks: list[str], distill_weight: float = 1.0, input_key: str = "image",
+                checkpoint_dir: Path | None = None, resume: bool = False, progress: bool = False, desc: str = "sak"):
+    """Stage 1: distil only; stage 2: tasks (+ distill_weight * distillation). Returns the TrainResult."""
+    objective = SAKObjective(model, teachers if distill_weight > 0 or stage == 1 else [],
+                             tasks if stage == 2 else [], distill_weight if stage == 2 else 1.0,
+                             val=val, input_key=input_key)
+    return fit(objective, TensorData(**train), config, checkpoint_dir=checkpoint_dir, resume=resume,
+               progress=progress, desc=desc)
+
+
+def freeze_student(model: SAKStudent) -> None:
+    """Stage-1-only ablation: keep stem, paths and distillation heads fixed; routers and heads train."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(("routers.", "heads.")))
+
+
+@torch.no_grad()
+def predict_outputs(model: torch.nn.Module, inputs: torch.Tensor, batch: int = 128) -> dict:
+    """Task outputs over all rows: {task: (N, C, H, W)}, {task: gates (N, R)}."""
+    model.eval()
+    tasks: dict[str, list] = {}
+    gates: dict[str, list] = {}
+    for start in range(0, len(inputs), batch):
+        x = inputs[start:start + batch]
+        out = model(x, with_teachers=False) if isinstance(model, SAKStudent) else model(x)
+        for k, v in out["tasks"].items():
+            tasks.setdefault(k, []).append(v)
+        for k, v in out["gates"].items():
+            gates.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in tasks.items()}, {k: torch.cat(v) for k, v in gates.items()}
+
+
+def evaluate(model: torch.nn.Module, scenes: SceneSet, inputs: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """(metrics, mean gate per task) of a model on a scene set."""
+    outputs, gates = predict_outputs(model, scenes.images if inputs is None else inputs)
+    metrics = task_metrics(outputs, scenes.tensors(), len(scenes.classnames))
+    return metrics, {k: [float(x) for x in v.mean(0)] for k, v in gates.items()}
+
+
+def save_student(directory: Path, model: SAKStudent, extra: dict | None = None) -> Path:
+    """model.safetensors with the StudentConfig (and `extra`, e.g. class names, teacher provenance) as metadata."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
+    path = Path(directory) / MODEL_FILE
+    atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
+    return path
+
+
+def load_student(directory: Path) -> tuple[SAKStudent, dict]:
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise GenbaError(f"no SAK model in '{directory}' (expected {MODEL_FILE}): run `genba sak distill` / `train` first")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise GenbaError(f"'{path}' cannot be read ({error}); re-run the training") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise GenbaError(f"'{path}' is not a genba SAK model")
+    model = SAKStudent(StudentConfig(**json.loads(meta["config"])))
+    model.load_state_dict(tensors)
+    return model.eval(), json.loads(meta.get("extra", "{}"))
+
+
+def teacher_head_model(teacher: str, info: dict, tasks: dict, cfg: StudentConfig | None = None) -> TeacherHeadModel:
+    base = cfg or StudentConfig()
+    return TeacherHeadModel(info[teacher][0], StudentConfig(image_size=base.image_size, patch=base.patch, dim=base.dim,
+                                                             depth=base.depth, heads=base.heads, tasks=tasks))
