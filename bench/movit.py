@@ -194,7 +194,7 @@ def main() -> None:
         runs = [r for r in rows[1:] if "_hyper" not in r]
         wall = max((r["elapsed"] for r in runs), default=0.0)
         write_report(RESULTS, args.out, runs, meta["hyperparameters"] or hyper, meta["sets"], args, wall,
-                     meta["command"] + " (report rebuilt from the run log, e.g. after an interruption)")
+                     meta["command"] + "; tables rebuilt from its run log movit_runs.jsonl with --report-only")
         return
     cache = TensorCache(args.cache_dir)
     start = time.perf_counter()
