@@ -50,20 +50,6 @@ def cmd_zeroshot(args) -> int:
     return 0
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
-    """['alpha=100', 'guard_prior=1'] -> {'alpha': 100.0, 'guard_prior': 1.0}; strings stay strings."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise GenbaError(f"--set takes key=value, got '{pair}'")
-        try:
-            overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            overrides[key] = value
-    return overrides
-
-
 def cmd_adapt(args) -> int:
     from genba.adapt import AdaptSpec, prepare, run_adapt
     from genba.data import load_dataset
@@ -71,7 +57,9 @@ def cmd_adapt(args) -> int:
     from genba.report import markdown_table, write_json
 
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    overrides = _parse_overrides(args.set)
+    from genba.settings import parse_set_pairs
+
+    overrides = parse_set_pairs(args.set)
     specs = [AdaptSpec(method=m, shots=args.shots, seed=args.seed, space=args.space, select=args.select,
                        val_per_class=args.val_per_class, views=args.views, overrides=overrides if len(methods) == 1 else {}) for m in methods]
     for spec in specs:  # every method and option is checked before any work starts

@@ -52,24 +52,10 @@ def register_cli(commands, common) -> None:
     p.set_defaults(run=cmd_continual)
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    """['buffer_size=200', 'train.lr=1e-3', 'policy=herding'] -> typed values; strings stay strings."""
-    from genba.errors import GenbaError
-
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise GenbaError(f"--set takes key=value, got '{pair}'")
-        try:
-            values[key] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            values[key] = value
-    return values
-
-
 def _split_sets(pairs: list[str]):
-    values = parse_sets(pairs)
+    from genba.settings import parse_set_pairs
+
+    values = parse_set_pairs(pairs)
     train = {k[len("train."):]: v for k, v in values.items() if k.startswith("train.")}
     method = {k: v for k, v in values.items() if not k.startswith("train.")}
     return method, train
