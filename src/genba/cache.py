@@ -22,6 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_bytes
 
+from genba.errors import GenbaError
+
 
 class CacheCorruptWarning(UserWarning):
     """A cache file failed its checksum or could not be parsed; it was deleted and rebuilt."""
@@ -55,6 +57,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_checked(path: str | Path, tensors: dict[str, torch.Tensor], *, format: str,
+                  metadata: dict[str, str] | None = None) -> Path:
+    """One safetensors file of `tensors` with string `metadata`, its `format` tag and the sha256
+    of the tensor bytes, written atomically: the shape of every file a user keeps (training
+    checkpoints, replay buffers, concept banks, MoViT and SAK models)."""
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}  # no shared storage
+    meta = {**(metadata or {}), "format": format, "sha256": tensors_digest(tensors)}
+    path = Path(path)
+    atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
+    return path
+
+
+def read_checked(path: str | Path, *, format: str, what: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a file written by write_checked; a missing, unreadable, foreign
+    (other `format`) or damaged (checksum) file is one GenbaError naming `what` and ending in `fix`.
+    Nothing is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise GenbaError(f"no {what} at {path}: {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise GenbaError(f"{path} cannot be read as a {what} ({error}); {fix}") from None
+    if meta.get("format") != format:
+        raise GenbaError(f"{path} is not a genba {what} (format {meta.get('format')!r}, expected {format!r}); {fix}")
+    if meta.get("sha256") != tensors_digest(tensors):
+        raise GenbaError(f"{path} fails its checksum (damaged or edited); {fix}")
+    return tensors, meta
 
 
 class TensorCache:

@@ -25,10 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.cache import atomic_write_bytes
+from genba.cache import read_checked, write_checked
 from genba.errors import GenbaError
 
 POLICIES = ("reservoir", "herding")
@@ -108,21 +106,13 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        header = {"format": FORMAT, "capacity": self.capacity, "policy": self.policy, "seed": self.seed,
-                  "seen": self.seen, "tasks_done": self.tasks_done, "rng": json.dumps(self.rng.bit_generator.state)}
-        tensors = {k: v.contiguous() for k, v in self.rows.items()}
-        atomic_write_bytes(Path(path), save_bytes(tensors, metadata={k: str(v) for k, v in header.items()}))
+        header = {"capacity": self.capacity, "policy": self.policy, "seed": self.seed, "seen": self.seen,
+                  "tasks_done": self.tasks_done, "rng": json.dumps(self.rng.bit_generator.state)}
+        write_checked(path, self.rows, format=FORMAT, metadata={k: str(v) for k, v in header.items()})
 
     @classmethod
     def load(cls, path: str | Path) -> "ReplayBuffer":
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                rows = {k: handle.get_tensor(k) for k in handle.keys()}
-        except (SafetensorError, OSError) as error:
-            raise GenbaError(f"replay buffer {path} cannot be read ({error}); delete it to start over") from error
-        if meta.get("format") != FORMAT:
-            raise GenbaError(f"{path} is not a genba replay buffer")
+        rows, meta = read_checked(path, format=FORMAT, what="replay buffer", fix="delete it to start over")
         buffer = cls(int(meta["capacity"]), meta["policy"], int(meta["seed"]))
         buffer.rows, buffer.seen, buffer.tasks_done = rows, int(meta["seen"]), int(meta["tasks_done"])
         buffer.rng.bit_generator.state = json.loads(meta["rng"])

@@ -33,10 +33,8 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.cache import atomic_write_bytes, tensors_digest
+from genba.cache import read_checked, write_checked
 from genba.errors import GenbaError
 
 FORMAT = "genba-concepts-v1"
@@ -213,35 +211,20 @@ class ConceptBank:
 
     # ------------------------------------------------------------------ storage
     def metadata(self) -> dict[str, str]:
-        return {"format": FORMAT, "names": json.dumps(self.names), "templates": json.dumps(self.templates),
+        return {"names": json.dumps(self.names), "templates": json.dumps(self.templates),
                 "added": json.dumps(self.added), "text_model": self.text_model,
-                "text_provenance": self.text_provenance, "licence": self.licence,
-                "sha256": tensors_digest(self._tensors())}
-
-    def to_bytes(self) -> bytes:
-        return save_bytes(self._tensors(), metadata=self.metadata())
+                "text_provenance": self.text_provenance, "licence": self.licence}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + fsync + rename): readers see the old bank or the whole new one."""
-        path = Path(path)
-        atomic_write_bytes(path, self.to_bytes())
-        return path
+        return write_checked(path, self._tensors(), format=FORMAT, metadata=self.metadata())
 
     @classmethod
     def load(cls, path: str | Path) -> "ConceptBank":
-        path = Path(path)
-        if not path.is_file():
-            raise GenbaError(f"no concept bank at {path}: build one with `genba cvm train` or ConceptBank.build")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise GenbaError(f"{path} is not a readable concept bank ({error}): rebuild it") from None
-        if meta.get("format") != FORMAT:
-            raise GenbaError(f"{path} is not a genba concept bank (format {meta.get('format')!r}): rebuild it")
-        if "embeddings" not in tensors or meta.get("sha256") != tensors_digest(tensors):
-            raise GenbaError(f"{path} fails its checksum (damaged): rebuild the concept bank")
+        tensors, meta = read_checked(path, format=FORMAT, what="concept bank",
+                                     fix="rebuild it with `genba cvm train` or ConceptBank.build")
+        if "embeddings" not in tensors:
+            raise GenbaError(f"{path} holds no concept embeddings: rebuild the concept bank")
         return cls(json.loads(meta["names"]), json.loads(meta["templates"]), tensors["embeddings"], meta["text_model"],
                    meta["text_provenance"], meta["licence"], json.loads(meta["added"]), tensors.get("center"))
 

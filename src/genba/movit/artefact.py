@@ -20,10 +20,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.cache import atomic_write_bytes, tensors_digest
+from genba.cache import read_checked, write_checked
 from genba.errors import GenbaError
 from genba.movit.vit import MoViT, MoViTConfig
 
@@ -32,12 +30,9 @@ FORMAT = "genba-movit-1"
 
 def save_artefact(path: str | Path, model: MoViT, provenance: dict, hyperparameters: dict) -> Path:
     """Write the model + memory atomically; returns the path."""
-    path = Path(path)
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "provenance": json.dumps(provenance),
-            "hyperparameters": json.dumps(hyperparameters), "sha256": tensors_digest(tensors)}
-    atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
-    return path
+    meta = {"config": json.dumps(model.cfg.to_dict()), "provenance": json.dumps(provenance),
+            "hyperparameters": json.dumps(hyperparameters)}
+    return write_checked(path, model.state_dict(), format=FORMAT, metadata=meta)
 
 
 def read_meta(path: str | Path) -> dict:
@@ -46,21 +41,9 @@ def read_meta(path: str | Path) -> dict:
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    if not path.is_file():
-        raise GenbaError(f"MoViT model file {path} not found: train one with `genba movit train --out DIR`")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise GenbaError(f"{path} is not a readable safetensors file ({error}); retrain or restore it") from None
-    if raw.get("format") != FORMAT:
-        raise GenbaError(f"{path} is not a MoViT model (format {raw.get('format')!r}, expected {FORMAT!r}); "
-                         "pass the movit.safetensors written by `genba movit train`")
-    if raw.get("sha256") != tensors_digest(tensors):
-        raise GenbaError(f"{path} fails its checksum (damaged or edited); retrain or restore it")
-    meta = {k: json.loads(raw[k]) for k in ("config", "provenance", "hyperparameters")}
-    return tensors, meta
+    tensors, raw = read_checked(path, format=FORMAT, what="MoViT model",
+                                fix="pass the movit.safetensors written by `genba movit train` (or retrain it)")
+    return tensors, {k: json.loads(raw[k]) for k in ("config", "provenance", "hyperparameters")}
 
 
 def load_artefact(path: str | Path, expect_input: str | None = None,

@@ -19,10 +19,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.cache import TensorCache, atomic_write_bytes
+from genba.cache import TensorCache, read_checked, write_checked
 from genba.errors import GenbaError
 from genba.sak.metrics import task_metrics
 from genba.sak.objectives import SAKObjective
@@ -120,25 +118,13 @@ def evaluate(model: torch.nn.Module, scenes: SceneSet, inputs: torch.Tensor | No
 
 def save_student(directory: Path, model: SAKStudent, extra: dict | None = None) -> Path:
     """model.safetensors with the StudentConfig (and `extra`, e.g. class names, teacher provenance) as metadata."""
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {"format": MODEL_FORMAT, "config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
-    path = Path(directory) / MODEL_FILE
-    atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
-    return path
+    meta = {"config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
+    return write_checked(Path(directory) / MODEL_FILE, model.state_dict(), format=MODEL_FORMAT, metadata=meta)
 
 
 def load_student(directory: Path) -> tuple[SAKStudent, dict]:
-    path = Path(directory) / MODEL_FILE
-    if not path.is_file():
-        raise GenbaError(f"no SAK model in '{directory}' (expected {MODEL_FILE}): run `genba sak distill` / `train` first")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise GenbaError(f"'{path}' cannot be read ({error}); re-run the training") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise GenbaError(f"'{path}' is not a genba SAK model")
+    tensors, meta = read_checked(Path(directory) / MODEL_FILE, format=MODEL_FORMAT, what="SAK model",
+                                 fix="run `genba sak distill` / `genba sak train` first")
     model = SAKStudent(StudentConfig(**json.loads(meta["config"])))
     model.load_state_dict(tensors)
     return model.eval(), json.loads(meta.get("extra", "{}"))

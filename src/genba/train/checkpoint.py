@@ -11,11 +11,8 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.cache import atomic_write_bytes, tensors_digest
-from genba.errors import GenbaError
+from genba.cache import atomic_write_bytes, read_checked, write_checked
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE_JSON = "state.json"
@@ -31,12 +28,9 @@ def save_checkpoint(directory: Path, state: dict, model: dict[str, torch.Tensor]
     for index, slots in optimizer["state"].items():
         for name, value in slots.items():
             tensors[f"optim/{index}/{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}  # no shared storage
-    groups = [{k: v for k, v in g.items()} for g in optimizer["param_groups"]]
-    full_state = dict(state, optimizer_groups=groups)
-    meta = {"format": FORMAT, "state": json.dumps(full_state), "sha256": tensors_digest(tensors)}
+    full_state = dict(state, optimizer_groups=optimizer["param_groups"])
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(directory / CHECKPOINT, save_bytes(tensors, metadata=meta))
+    write_checked(directory / CHECKPOINT, tensors, format=FORMAT, metadata={"state": json.dumps(full_state)})
     atomic_write_bytes(directory / STATE_JSON, (json.dumps(state, indent=2) + "\n").encode())
 
 
@@ -45,16 +39,8 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, dict | None] | N
     path = directory / CHECKPOINT
     if not path.exists():
         return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise GenbaError(f"checkpoint {path} cannot be read ({error}); delete it to start over") from error
-    if meta.get("format") != FORMAT:
-        raise GenbaError(f"{path} is not a genba training checkpoint; point --out at a new directory")
-    if meta.get("sha256") != tensors_digest(tensors):
-        raise GenbaError(f"checkpoint {path} fails its checksum (damaged); delete it to start over")
+    tensors, meta = read_checked(path, format=FORMAT, what="training checkpoint",
+                                 fix="delete it to start over, or point --out at a new directory")
     state = json.loads(meta["state"])
     groups = state.pop("optimizer_groups")
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
