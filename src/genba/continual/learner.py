@@ -203,7 +203,44 @@ class TipCache(nn.Module):
         return self.keys.numel() * self.keys.element_size() + self.labels.numel() * 8
 
 
-class Learner(ContinualObjective):
+class ClassTextObjective(ContinualObjective):
+    """What the class-text learners share: logits = scores over the known classes (subclasses give
+    `scores(batch, classes)`), the cross-entropy task loss, validation accuracy on `val_batch`,
+    the known-class count and the ZSCL reference batch. Attributes: text (C_all, D), known,
+    val_batch, reference."""
+
+    def scores(self, batch: dict, classes: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        """(B, known) logits over the classes known so far (the contract's `logits`)."""
+        if self.known < 1:
+            raise GenbaError("the learner knows no classes yet: call set_known first")
+        return self.scores(batch, torch.arange(self.known))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(self.logits(batch), batch["y"])
+
+    def validate(self) -> float | None:
+        if self.val_batch is None:
+            return None
+        return (self.logits(self.val_batch).argmax(1) == self.val_batch["y"]).float().mean().item()
+
+    def set_known(self, known: int) -> None:
+        if not 0 < known <= self.text.shape[0]:
+            raise GenbaError(f"known classes must be in [1, {self.text.shape[0]}], got {known}")
+        self.known = known
+
+    def reference_batch(self, rows: torch.Tensor | None = None) -> dict:
+        if self.reference is None:
+            raise GenbaError("no reference images: ZSCL needs reference inputs (set learner.reference)")
+        return self.reference if rows is None else {k: v[rows] for k, v in self.reference.items()}
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+class Learner(ClassTextObjective):
     """The ContinualObjective of genba.continual on cached (visual, joint) features.
 
     Args:
@@ -254,34 +291,6 @@ class Learner(ContinualObjective):
             routed = torch.where(task < 0, router(self.visual(batch)), torch.full_like(task, -1))
             out = out.masked_fill(~router.allowed(routed, classes), float("-inf"))
         return out
-
-    def logits(self, batch: dict) -> torch.Tensor:
-        """(B, known) logits over the classes known so far (the contract's `logits`)."""
-        if self.known < 1:
-            raise GenbaError("the learner knows no classes yet: call set_known first")
-        return self.scores(batch, torch.arange(self.known))
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(self.logits(batch), batch["y"])
-
-    def validate(self) -> float | None:
-        if self.val_batch is None:
-            return None
-        return (self.logits(self.val_batch).argmax(1) == self.val_batch["y"]).float().mean().item()
-
-    # ------------------------------------------------------------------ stream bookkeeping
-    def set_known(self, known: int) -> None:
-        if not 0 < known <= self.text.shape[0]:
-            raise GenbaError(f"known classes must be in [1, {self.text.shape[0]}], got {known}")
-        self.known = known
-
-    def reference_batch(self, rows: torch.Tensor | None = None) -> dict:
-        if self.reference is None:
-            raise GenbaError("no reference images: ZSCL needs reference features (set learner.reference)")
-        return self.reference if rows is None else {k: v[rows] for k, v in self.reference.items()}
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def adapter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.delta.parameters()) + \

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from genba.errors import GenbaError
-from genba.continual.learner import TaskRouter
-from genba.continual.objective import ContinualObjective
+from genba.continual.learner import ClassTextObjective, TaskRouter
 
 SCALE = 100.0
 TARGETS = ("q_proj", "v_proj")
@@ -39,7 +38,7 @@ def _peft():
     return peft
 
 
-class LoraCLIPLearner(ContinualObjective):
+class LoraCLIPLearner(ClassTextObjective):
     """Args: encoder (an hf: CLIP encoder), text (C, D) unit class texts, r / alpha of LoRA."""
 
     def __init__(self, encoder, text: torch.Tensor, *, r: int = 4, alpha: float = 8.0,
@@ -104,30 +103,6 @@ class LoraCLIPLearner(ContinualObjective):
             routed = torch.where(task < 0, self.router(self.base_features(batch)), torch.full_like(task, -1))
             out = out.masked_fill(~self.router.allowed(routed, classes), float("-inf"))
         return out
-
-    def logits(self, batch: dict) -> torch.Tensor:
-        return self.scores(batch, torch.arange(self.known))
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return F.cross_entropy(self.logits(batch), batch["y"])
-
-    def validate(self) -> float | None:
-        if self.val_batch is None:
-            return None
-        return (self.logits(self.val_batch).argmax(1) == self.val_batch["y"]).float().mean().item()
-
-    def set_known(self, known: int) -> None:
-        if not 0 < known <= self.text.shape[0]:
-            raise GenbaError(f"known classes must be in [1, {self.text.shape[0]}], got {known}")
-        self.known = known
-
-    def reference_batch(self, rows: torch.Tensor | None = None) -> dict:
-        if self.reference is None:
-            raise GenbaError("no reference images: ZSCL needs reference pixels (set learner.reference)")
-        return self.reference if rows is None else {k: v[rows] for k, v in self.reference.items()}
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def adapter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for n, p in self.named_parameters() if "lora_" in n)
