@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 
 from genba.continual.learner import MixtureAdapters, TaskAdapters
-from genba.continual.strategies.base import Strategy, all_rows, non_negative, positive, register_strategy
+from genba.continual.strategies.base import (Strategy, in_unit_interval, non_negative, positive, register_strategy,
+                                             task_rows)
 from genba.train import TrainData
 
 
@@ -31,8 +32,7 @@ class TaskAdaptersConfig:
 
     def __post_init__(self) -> None:
         non_negative(self, "hidden")
-        if not 0.0 <= self.quantile < 1.0:
-            raise ValueError(f"quantile must be in [0, 1), got {self.quantile}")
+        in_unit_interval(self, "quantile")
 
 
 @register_strategy("task-adapters")
@@ -50,10 +50,7 @@ class PerTaskAdapters(Strategy):
             objective.delta.add_task()
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
-        rows = all_rows(data)
-        if "task" in rows:
-            keep = rows["task"] == task_index
-            rows = {k: v[keep] for k, v in rows.items()}
+        rows = task_rows(data, task_index)
         with torch.no_grad():
             if hasattr(objective, "add_task_adapter"):
                 objective.router.add_task(objective.base_features(rows), rows["y"], task_index)
@@ -80,8 +77,7 @@ class MoEAdaptersConfig:
     def __post_init__(self) -> None:
         positive(self, "experts", "hidden", "top_k")
         non_negative(self, "freeze")
-        if not 0.0 <= self.quantile < 1.0:
-            raise ValueError(f"quantile must be in [0, 1), got {self.quantile}")
+        in_unit_interval(self, "quantile")
 
 
 @register_strategy("moe-adapters")
@@ -97,10 +93,7 @@ class MoEAdapters(Strategy):
             objective.delta.add_task()
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
-        rows = all_rows(data)
-        if "task" in rows:
-            keep = rows["task"] == task_index
-            rows = {k: v[keep] for k, v in rows.items()}
+        rows = task_rows(data, task_index)
         with torch.no_grad():
             v = objective.visual(rows)
             objective.delta.router.add_task(v, rows["y"], task_index)

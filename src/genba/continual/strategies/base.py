@@ -105,6 +105,16 @@ def all_rows(data: TrainData) -> dict[str, torch.Tensor]:
     return data.take(torch.arange(len(data)))
 
 
+def task_rows(data: TrainData, task_index: int) -> dict[str, torch.Tensor]:
+    """The rows of `data` that belong to task `task_index` (all rows when they carry no task id),
+    e.g. what a task router fits on at the end of a task, without the replayed rows."""
+    rows = all_rows(data)
+    if "task" not in rows:
+        return rows
+    keep = rows["task"] == task_index
+    return {k: v[keep] for k, v in rows.items()}
+
+
 def concat_data(*parts: dict[str, torch.Tensor]) -> TensorData:
     """Rows of several batch dicts (same keys) as one TensorData."""
     parts = [p for p in parts if p and len(next(iter(p.values())))]
@@ -127,6 +137,14 @@ def non_negative(config, *names: str) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def in_unit_interval(config, *names: str) -> None:
+    """Each named field in [0, 1) (router quantiles)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
 
 def tensor_bytes(*tensors) -> int:
