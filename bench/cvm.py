@@ -30,6 +30,7 @@ from genba.cache import TensorCache
 from genba.cvm.concepts import ConceptBank, TextEmbedder
 from genba.cvm.stream import DEFAULT_SIZE, CVMConfig, run_stream, select_loss
 from genba.cvm.tasks import TaskSpec, build_tasks, parse_stream
+from genba.experiment import format_mean_std
 from genba.report import markdown_table, write_json
 
 STREAM = "textile,animal-mnist,fashion-mnist,digits"
@@ -151,12 +152,9 @@ def peak_memory_mb(kind: str, onnx_path: Path, model_dir: Path, size: int) -> fl
 
 # ---------------------------------------------------------------------------- report helpers
 def mean_std(values):
+    """'m ± s' over the runs that have the value (genba.experiment's population std, as every bench)."""
     values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    return format_mean_std(values) if values else "-"
 
 
 def group(runs, **match):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genba.experiment import format_mean_std
 from genba.report import markdown_table, write_json
 
 METHODS = [("scratch", "movit", "test_accuracy", "MoViT (scratch)"), ("scratch", "vit", "test_accuracy", "ViT (scratch)"),
@@ -20,9 +21,8 @@ def _pts(x: float) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}" if len(values) > 1 else _pts(values[0])
+    """Accuracies in [0, 1] -> 'm ± s' points (genba.experiment's population std)."""
+    return format_mean_std([100 * v for v in values]) if values else "-"
 
 
 def collect(runs: list[dict], setting: str, method: str, key: str) -> dict:

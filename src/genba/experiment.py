@@ -2,7 +2,7 @@
 
     for point in sweep(dataset=["textile"], method=["dmn-tf"], shots=[1, 4], seed=[0, 1, 2]):
         records.append(RunRecord.from_result(run_adapt(...)))
-    table = summary_table(records, rows="method", cols="shots", value="top1")   # "mean ± std" cells
+    cells = [format_mean_std([r.top1 for r in select(records, method=m, shots=k)]) for k in (1, 4)]  # "m ± s"
     ResultWriter("adapt").write(markdown, {"records": [...]})   # .md and .json with the command
 
 Also `cap_split` (a fixed seeded subset of a test split, the same images for every method
@@ -71,22 +71,6 @@ def select(records: list[RunRecord], **where) -> list[RunRecord]:
     def value(r, k):
         return getattr(r, k) if hasattr(r, k) else r.extra.get(k)
     return [r for r in records if all(value(r, k) == v for k, v in where.items())]
-
-
-def summary_table(records: list[RunRecord], rows: str, cols: str, value: str = "top1",
-                  row_values: list | None = None, col_values: list | None = None) -> str:
-    """Markdown table of `value` (mean ± std over the matching records) by `rows` x `cols`."""
-    get = lambda r, k: getattr(r, k) if hasattr(r, k) else r.extra.get(k)
-    row_values = row_values or list(dict.fromkeys(get(r, rows) for r in records))
-    col_values = col_values or list(dict.fromkeys(get(r, cols) for r in records))
-    table = []
-    for rv in row_values:
-        line = [rv]
-        for cv in col_values:
-            hits = [get(r, value) for r in records if get(r, rows) == rv and get(r, cols) == cv]
-            line.append(format_mean_std(hits) if hits else "-")
-        table.append(line)
-    return markdown_table([rows] + [str(c) for c in col_values], table)
 
 
 def command_line() -> str:

@@ -17,7 +17,6 @@ Checkpoints (genba.train.checkpoint) hold everything needed so that a killed run
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -181,7 +180,7 @@ class Engine:
                 entry["val"] = float(score)
                 if self.best_score is None or score > self.best_score:
                     self.best_score, self.best_epoch, self.evals_since_best = float(score), self.epoch, 0
-                    self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.objective.trainable_state().items()})
+                    self.best_state = {k: v.detach().clone() for k, v in self.objective.trainable_state().items()}
                 else:
                     self.evals_since_best += 1
                     if self.config.patience and self.evals_since_best >= self.config.patience:
