@@ -2,8 +2,9 @@
 
     for point in sweep(dataset=["textile"], method=["dmn-tf"], shots=[1, 4], seed=[0, 1, 2]):
         records.append(RunRecord.from_result(run_adapt(...)))
-    cells = [format_mean_std([r.top1 for r in select(records, method=m, shots=k)]) for k in (1, 4)]  # "m ± s"
-    ResultWriter("adapt").write(markdown, {"records": [...]})   # .md and .json with the command
+    cell = format_mean_std([r.top1 for r in select(records, method="dmn-tf", shots=4)])   # "m ± s"
+    writer = ResultWriter("adapt", "bench/results")
+    writer.markdown("title", body); writer.json({"rows": [r.to_dict() for r in records]})  # with the command
 
 Also `cap_split` (a fixed seeded subset of a test split, the same images for every method
 and seed); `Features.rows_of` finds dataset indices in a feature split.
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from genba.cache import atomic_write_bytes
-from genba.report import markdown_table, write_json
+from genba.report import write_json
 
 
 def sweep(**axes) -> list[dict]:
