@@ -14,7 +14,8 @@ code that reads a method's DynamicMemory slots), `archive` (export). `genba.live
 keeps a method in RAM equal to a stored memory.
 """
 
-from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
+from genba.store.db import Entries, Receipt, Rejection, StaleMemory, Store, Write
+from genba.store.records import UnusableMemory
 from genba.store.spec import MemorySpec
 
 
