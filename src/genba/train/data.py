@@ -54,5 +54,14 @@ def step_seed(seed: int, step: int) -> int:
     return _mix(seed, step, 0x57E9)
 
 
+def seed_step(seed: int) -> None:
+    """Reseed the CPU generator (and CUDA's when in use) before a step. Not torch.manual_seed: that
+    also queues lazy seeding of every accelerator backend, which captures a stack each call and cost
+    about 0.75 ms per step here, 3x a small step's own work."""
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.manual_seed_all(seed)
+
+
 def _mix(a: int, b: int, salt: int) -> int:
     return (a * 1_000_003 + b * 7_919 + salt) % (2**63 - 1)

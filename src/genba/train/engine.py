@@ -29,7 +29,7 @@ from genba.errors import GenbaError
 from genba.train import distributed
 from genba.train.checkpoint import load_checkpoint, save_checkpoint
 from genba.train.config import TrainConfig
-from genba.train.data import TrainData, epoch_order, step_seed
+from genba.train.data import TrainData, epoch_order, seed_step, step_seed
 from genba.train.objective import Callback, Objective
 
 
@@ -145,13 +145,14 @@ class Engine:
             group["lr"] = group["base_lr"] * factor
 
     def _train_step(self, rows: torch.Tensor) -> float:
-        torch.manual_seed(step_seed(self.config.seed, self.step))
+        seed_step(step_seed(self.config.seed, self.step))
         local = distributed.shard(rows)
         batch = self.data.take(local)
         out = self.model(batch)
         loss, _logs = out if isinstance(out, tuple) else (out, {})
-        if not torch.isfinite(loss):
-            raise GenbaError(f"the training loss became {loss.item()} at step {self.step}; "
+        value = loss.item()
+        if not math.isfinite(value):
+            raise GenbaError(f"the training loss became {value} at step {self.step}; "
                              "lower train.lr or check the inputs for extreme values")
         weighted = loss * (len(local) * self.world / len(rows))
         for cb in self.callbacks:
@@ -166,7 +167,7 @@ class Engine:
         self.step += 1
         for cb in self.callbacks:
             cb.after_step(self)
-        return distributed.all_sum(loss.item() * len(local))
+        return distributed.all_sum(value * len(local))
 
     def _end_epoch(self) -> None:
         mean_loss = self.loss_sum / max(1, self.loss_rows)
@@ -215,7 +216,9 @@ class Engine:
                 rows_seen += len(rows)
                 elapsed = max(1e-9, time.perf_counter() - start)
                 bar.update(1)
-                bar.set_postfix(loss=f"{self.loss_sum / max(1, self.loss_rows):.4f}", rows_s=f"{rows_seen / elapsed:.0f}")
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{self.loss_sum / max(1, self.loss_rows):.4f}",
+                                    rows_s=f"{rows_seen / elapsed:.0f}")
                 k = self.config.checkpoint_every
                 if k and self.step % k == 0 and b + 1 < self.steps_per_epoch:
                     self.save()
