@@ -57,6 +57,10 @@ class StaticMemory:
         self.rows, self.valid = rows.to(self.dtype), valid
         self.gram = gram_of(self.rows).to(self.dtype)  # (C, E+K, E+K)
 
+    def values(self, c=slice(None), j=slice(None)) -> torch.Tensor:
+        """Rows [c, j] as float32 values (the same accessor as DynamicMemory.values)."""
+        return self.rows[c, j].float()
+
     def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read of unit queries (B, D) -> (B, C) logits."""
         q = check_features(q, self.dim, "static memory queries")

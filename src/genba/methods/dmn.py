@@ -103,9 +103,6 @@ class DMNZeroShot(Method):
 
     def _build(self, dim: int) -> None:
         cfg, pinned, mask = self.config, None, None
-        if resolve_dtype(cfg.memory_dtype) == torch.int8 and type(self).read is not DMNZeroShot.read:
-            raise GenbaError(f"method {self.name!r} reads its dynamic memory's rows itself, which an int8 memory keeps as "
-                             "codes; use memory_dtype float16 or float32 with it (int8 works with dmn-zs and dmn-tf)")
         if self.static is not None:
             pinned, mask = self.static.rows.float(), self.static.valid  # (C, E+K, D)
         elif self.joint_cache:

@@ -111,7 +111,7 @@ class DMNTrained(DMNTrainingFree):
         (default all); empty slots zero."""
         pick = slice(None) if classes is None else classes
         b = self.biases
-        rows, m = memory.rows[pick].float(), memory.valid[pick][..., None].float()  # (C', S, D), (C', S, 1)
+        rows, m = memory.values(pick), memory.valid[pick][..., None].float()  # (C', S, D) dequantized, (C', S, 1)
         return l2_normalize(rows + b.k[pick][:, None]) * m, l2_normalize(rows + b.v[pick][:, None]) * m
 
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:
