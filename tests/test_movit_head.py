@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from genba.cli import main
-from genba.data import load_dataset
 from genba.errors import GenbaError
 from genba.movit.artefact import load_artefact
 from genba.movit.head import linear_probe, to_tokens
