@@ -39,6 +39,7 @@ NAME_ONLY = ("trouser", "coat", "sneaker")
 SHOTS = 5
 IMBALANCE = 10
 METRICS = ("avg", "last", "transfer", "bwt", "forgetting")
+SECTIONS = ("main", "name-only", "imbalance", "continual")
 
 
 def parse_args():
@@ -50,7 +51,9 @@ def parse_args():
     p.add_argument("--lite-seeds", default="0")
     p.add_argument("--lite-strategies", default="none,replay", help="strategies of the lite0 student (its runs cost more)")
     p.add_argument("--lite-max-train", type=int, default=1000, help="training images per task for lite0")
-    p.add_argument("--name-only-students", default="small")
+    p.add_argument("--name-only-students", default="small,lite0")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help="comma-separated parts to run; any part but 'main' is merged into the existing cvm.json")
     p.add_argument("--max-train", type=int, default=2000)
     p.add_argument("--max-test", type=int, default=500)
     p.add_argument("--out", default=str(RESULTS))
@@ -230,7 +233,36 @@ def conse_size_mb() -> float:
     return Path(weights_path("efficientnet-lite0")).stat().st_size / 1e6 + 1000 * 384 * 4 / 1e6
 
 
-def finish(out: Path, payload: dict, students, strategies) -> None:
+def summarize(payload: dict) -> list[dict]:
+    """One row per (student, strategy, head) of the main grid: means over seeds, costs, ONNX size."""
+    runs, sizes = payload["runs"], payload.get("export", {}).get("sizes", {})
+    rows = []
+    for student in dict.fromkeys(r["student"] for r in runs):
+        for strategy in dict.fromkeys(r["strategy"] for r in runs):
+            for head in ("concept", "linear"):
+                g = group(runs, student=student, strategy=strategy, head=head)
+                if not g:
+                    continue
+                label = f"{'cvm' if head == 'concept' else 'ce'}-{student}"
+                row = {"label": f"{label} {strategy}", "student": student, "head": head, "strategy": strategy,
+                       "seeds": len(g), "onnx_mb": sizes.get(label, {}).get("onnx_mb"),
+                       "parameters": g[0]["cost"]["parameters"],
+                       "trainable_parameters": g[0]["cost"]["trainable_parameters"],
+                       "train_seconds_per_task": statistics.mean(r["cost"]["train_seconds_per_task"] for r in g),
+                       "train_macs_per_task": statistics.mean(r["cost"]["train_macs_per_task"] for r in g),
+                       "strategy_bytes": g[0]["cost"]["strategy_bytes"]}
+                for setting in ("mtil", "xtail"):
+                    for name in METRICS:
+                        row[f"{setting}_{name}"] = statistics.mean(metric_values(g, setting, name))
+                        row[f"{setting}_{name}_pm"] = mean_std(metric_values(g, setting, name))
+                rows.append(row)
+    return rows
+
+
+def finish(out: Path, payload: dict) -> None:
+    payload["summary"] = summarize(payload)
+    students = list(dict.fromkeys(r["student"] for r in payload["summary"]))
+    strategies = list(dict.fromkeys(r["strategy"] for r in payload["summary"]))
     zs_row = {"label": "zero-shot conse", "head": "zero-shot", "onnx_mb": payload["zeroshot_size_mb"],
               "train_macs_per_task": None}
     for setting in ("mtil", "xtail"):
@@ -239,30 +271,71 @@ def finish(out: Path, payload: dict, students, strategies) -> None:
     plots(out, payload["summary"] + [zs_row], payload["runs"], payload["zeroshot_conse"],
           payload["export"]["latency_img_per_s"])
     write_json(out / "cvm.json", payload)
-    (out / "cvm.md").write_text(report(payload, students, strategies))
+    text = report(payload, students, strategies)
+    tmp = out / "cvm.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out / "cvm.md")
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
+    out = Path(args.out)
     if args.report_only:
-        out = Path(args.out)
         payload = json.loads((out / "cvm.json").read_text())
         payload.setdefault("zeroshot_size_mb", conse_size_mb())
-        students = list(dict.fromkeys(r["student"] for r in payload["summary"]))
-        strategies = list(dict.fromkeys(r["strategy"] for r in payload["summary"]))
-        finish(out, payload, students, strategies)
+        finish(out, payload)
         print(f"rewrote {out / 'cvm.md'} from cvm.json")
         return
-    wall = time.perf_counter()
-    out = Path(args.out)
+    sections = [s for s in args.sections.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown sections {unknown}: choose from {', '.join(SECTIONS)}")
     out.mkdir(parents=True, exist_ok=True)
+    if "main" in sections:
+        payload = {}
+    else:  # the other sections are merged into the existing results (they read the main grid's loss selection)
+        if not (out / "cvm.json").is_file():
+            raise SystemExit(f"{out / 'cvm.json'} does not exist: run the 'main' section first (--sections main)")
+        payload = json.loads((out / "cvm.json").read_text())
+    payload.setdefault("phases_seconds", {})
+    payload.setdefault("commands", {"all sections": payload["command"]} if "command" in payload else {})
     cache = TensorCache(args.cache_dir)
+    for section in SECTIONS:
+        if section not in sections:
+            continue
+        payload["commands"][section] = command_line()
+        if section == "main":
+            main_section(args, payload, cache)
+        elif section == "name-only":
+            t0 = time.perf_counter()
+            payload["name_only"] = name_only_section(args, payload, cache)
+            payload["phases_seconds"]["name-only"] = time.perf_counter() - t0
+        elif section == "imbalance":
+            t0 = time.perf_counter()
+            payload["imbalance"] = imbalance_section(args, payload, cache)
+            payload["phases_seconds"]["imbalance"] = time.perf_counter() - t0
+        elif section == "continual":
+            t0 = time.perf_counter()
+            payload["continual_best"] = continual_section(args, payload, cache)
+            payload["phases_seconds"]["continual (conse features)"] = time.perf_counter() - t0
+    payload["wall_seconds"] = sum(payload["phases_seconds"].values())
+    payload["zeroshot_size_mb"] = conse_size_mb()
+    finish(out, payload)
+    print(f"wrote {out / 'cvm.md'} (sections {', '.join(sections)})")
+
+
+def chosen_config(selection: dict) -> tuple[str, float, bool]:
+    """(loss, scale, centred) from a selection label such as 'contrastive@25+centred'."""
+    loss, rest = selection["chosen"].split("@")
+    return loss, float(rest.split("+")[0]), rest.endswith("+centred")
+
+
+def main_section(args, payload: dict, cache) -> None:
     stream = parse_stream(STREAM)
     students = [s for s in args.students.split(",") if s]
     strategies = [s for s in args.strategies.split(",") if s]
     runs, selections, exported, zs = [], {}, {}, None
-    phases = {}
     budgets = {}
     for student in students:
         t0 = time.perf_counter()
@@ -293,51 +366,19 @@ def main() -> None:
                     m = result["settings"]["xtail"]["metrics"]
                     print(f"[{student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} last {m['last']:.1f} "
                           f"forgetting {m['forgetting']:.1f} ({result['wall_seconds']:.0f} s)", flush=True)
-        phases[f"main grid ({student})"] = time.perf_counter() - t0
-
-    # ---- classes known only by name, then a few images (small and lite0, replay and none)
+        payload["phases_seconds"][f"main grid ({student})"] = time.perf_counter() - t0
+    payload.update({"command": command_line(), "stream": STREAM, "max_train": budgets, "selection": selections,
+                    "runs": runs, "zeroshot_conse": zs})
     t0 = time.perf_counter()
-    name_only_runs = []
-    specs = [TaskSpec("animal-mnist"), TaskSpec("fashion-mnist", name_only=NAME_ONLY),
-             TaskSpec("fashion-mnist", only=NAME_ONLY, shots=SHOTS)]
-    for student in [s for s in args.name_only_students.split(",") if s in students]:
-        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=budgets[student],
-                                              max_test=args.max_test, val_per_class=30)
-        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
-        sel = selections[student]
-        loss, rest = sel["chosen"].split("@")
-        for strategy in ("none", "replay"):
-            for head in ("concept", "linear"):
-                cfg = CVMConfig(stream=specs, student=student, head=head, strategy=strategy,
-                                loss=loss if head == "concept" else "ce", concept_scale=float(rest.split("+")[0]),
-                                center=rest.endswith("+centred"), max_train=budgets[student], max_test=args.max_test)
-                r = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
-                name_only_runs.append(r)
-                print(f"[name-only {student}] {head} {strategy}: mtil A[2][3] {r['settings']['mtil']['accuracy_matrix'][2][2]:.1f}",
-                      flush=True)
-    phases["name-only"] = time.perf_counter() - t0
+    payload["export"] = export_section(exported)
+    payload["phases_seconds"]["export + latency"] = time.perf_counter() - t0
 
-    # ---- class imbalance: in every task the first class keeps all its rows, the others IMBALANCE rows
-    t0 = time.perf_counter()
-    imbalance_runs = []
-    tasks, names, templates = build_tasks(stream, DEFAULT_SIZE["small"], cache, max_train=args.max_train,
-                                          max_test=args.max_test, val_per_class=30, imbalance=IMBALANCE)
-    bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
-    major_share = [float((t.train_y == t.trained_ids[0]).float().mean()) for t in tasks]
-    sel = selections["small"]
-    loss, rest = sel["chosen"].split("@")
-    for strategy in ("none", "replay"):
-        for head in ("concept", "linear"):
-            cfg = CVMConfig(stream=stream, student="small", head=head, strategy=strategy, imbalance=IMBALANCE,
-                            loss=loss if head == "concept" else "ce", concept_scale=float(rest.split("+")[0]),
-                            center=rest.endswith("+centred"), max_train=args.max_train, max_test=args.max_test)
-            imbalance_runs.append(strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))))
-    phases["imbalance"] = time.perf_counter() - t0
 
-    # ---- export, size, latency, memory
-    t0 = time.perf_counter()
+def export_section(exported: dict) -> dict:
     from genba.cvm.export import onnx_bytes
     from genba.cvm.model_dir import save_model_dir
+    from genba.cvm.pixels import normalize, resize_rgb
+    from genba.cvm.predict import OnnxClassifier
     from genba.data import load_dataset
 
     fashion = load_dataset("fashion-mnist")
@@ -352,9 +393,6 @@ def main() -> None:
             sizes[label] = {"onnx_mb": onnx_path.stat().st_size / 1e6,
                             "parameters": sum(p.numel() for p in objective.parameters()),
                             "concept_rows": len(bank) if head == "concept" else 0}
-            from genba.cvm.predict import OnnxClassifier
-            from genba.cvm.pixels import normalize, resize_rgb
-
             x = np.stack([normalize(resize_rgb(im, objective.student.image_size)) for im in images[:32]])
             with torch.no_grad():
                 ref = objective.head(objective.student(torch.from_numpy(x))).numpy()
@@ -364,44 +402,357 @@ def main() -> None:
                              for k in ("onnxruntime", "pytorch")}
             print(f"[export {label}] {sizes[label]['onnx_mb']:.2f} MB, ORT {latencies[label]['onnxruntime']:.0f} img/s, "
                   f"PyTorch {latencies[label]['pytorch']:.0f} img/s", flush=True)
-    phases["export + latency"] = time.perf_counter() - t0
+    return {"sizes": sizes, "latency_img_per_s": latencies, "peak_rss_mb": memory, "max_abs_logit_diff_ort_vs_torch": parity}
 
-    # ---- summary rows for tables and plots
-    summary_rows = []
-    for student in students:
-        for strategy in strategies:
-            for head in ("concept", "linear"):
-                g = group(runs, student=student, strategy=strategy, head=head)
-                if not g:
-                    continue
-                label = f"{'cvm' if head == 'concept' else 'ce'}-{student}"
-                row = {"label": f"{label} {strategy}", "student": student, "head": head, "strategy": strategy,
-                       "seeds": len(g), "onnx_mb": sizes.get(label, {}).get("onnx_mb"),
-                       "parameters": g[0]["cost"]["parameters"],
-                       "trainable_parameters": g[0]["cost"]["trainable_parameters"],
-                       "train_seconds_per_task": statistics.mean(r["cost"]["train_seconds_per_task"] for r in g),
-                       "train_macs_per_task": statistics.mean(r["cost"]["train_macs_per_task"] for r in g),
-                       "strategy_bytes": g[0]["cost"]["strategy_bytes"]}
-                for setting in ("mtil", "xtail"):
-                    for name in METRICS:
-                        row[f"{setting}_{name}"] = statistics.mean(metric_values(g, setting, name))
-                        row[f"{setting}_{name}_pm"] = mean_std(metric_values(g, setting, name))
-                summary_rows.append(row)
-    wall = time.perf_counter() - wall
-    payload = {"command": command_line(), "stream": STREAM, "wall_seconds": wall, "max_train": budgets, "phases_seconds": phases,
-               "selection": selections, "runs": runs, "summary": summary_rows, "zeroshot_conse": zs,
-               "name_only": {"rule": NAME_ONLY_RULE, "shots": SHOTS, "runs": name_only_runs},
-               "imbalance": {"minor_rows_per_class": IMBALANCE, "major_share_per_task": major_share, "runs": imbalance_runs},
-               "export": {"sizes": sizes, "latency_img_per_s": latencies, "peak_rss_mb": memory,
-                          "max_abs_logit_diff_ort_vs_torch": parity},
-               "zeroshot_size_mb": conse_size_mb()}
-    finish(out, payload, students, strategies)
-    print(f"wrote {out / 'cvm.md'} in {wall:.0f} s")
+
+# ---------------------------------------------------------------------------- classes known only by name
+PSEUDO_DATASET = "animal-mnist"  # the first task of the name-only stream: its own classes play the name-only ones
+PSEUDO_GROUPS = ((1, 4, 7), (2, 5, 8), (0, 3, 6))  # held-out class indices, fixed in advance (as NAME_ONLY's rule)
+SCORINGS = (("direct", False), ("direct", True), ("conse", False), ("conse", True))  # first = the old default, kept on ties
+
+
+def scoring_label(unseen: str, hub: bool) -> str:
+    return unseen + ("+hub" if hub else "")
+
+
+def parse_scoring(label: str) -> tuple[str, bool]:
+    return label.split("+")[0], label.endswith("+hub")
+
+
+def _logits(objective, x):
+    with torch.no_grad():
+        return torch.cat([objective.all_logits(x[i:i + 512]) for i in range(0, len(x), 512)])
+
+
+def score_unseen(objective, x, y, ids) -> dict:
+    """{scoring: (MTIL among `ids`, X-TAIL over the whole label space)} of one trained objective, every scoring."""
+    head, keep = objective.head, (objective.head.unseen, objective.head.hub)
+    ids = torch.tensor(ids)
+    out = {}
+    objective.eval()
+    for unseen, hub in SCORINGS:
+        head.unseen, head.hub = unseen, hub
+        logits = _logits(objective, x)
+        out[scoring_label(unseen, hub)] = (100.0 * (ids[logits[:, ids].argmax(-1)] == y).float().mean().item(),
+                                           100.0 * (logits.argmax(-1) == y).float().mean().item())
+    head.unseen, head.hub = keep
+    return out
+
+
+def choose_scoring(args, student: str, selection: dict, budget: int, cache) -> dict:
+    """The scoring of classes without images, chosen on pseudo-unseen splits of the stream's first task only:
+    each group of PSEUDO_GROUPS is held out of animal-mnist as if known by name only, the student trains on the
+    other classes (seed 0, no strategy) and every scoring ranks the held-out classes' validation images (carved
+    from the train split) among them. No fashion-mnist image or label is read."""
+    from genba.cvm.stream import prepare_inputs
+    from genba.data import load_dataset
+
+    classnames = load_dataset(PSEUDO_DATASET).classnames
+    loss, scale, center = chosen_config(selection)
+    scores = {scoring_label(*s): [] for s in SCORINGS}
+    groups, n_val = [], []
+    for group in PSEUDO_GROUPS:
+        held = tuple(classnames[i] for i in group)
+        specs = [TaskSpec(PSEUDO_DATASET, name_only=held), TaskSpec(PSEUDO_DATASET, only=held, shots=SHOTS)]
+        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=budget,
+                                              max_test=args.max_test, val_per_class=30)
+        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+        cfg = CVMConfig(stream=specs[:1], student=student, loss=loss, concept_scale=scale, center=center,
+                        max_train=budget, max_test=args.max_test)
+        objective = run_stream(cfg, cache=cache, tasks_and_bank=(tasks[:1], bank))["_objective"]
+        x = prepare_inputs(objective, tasks[1].val_x, cache, f"{tasks[1].name}:val")
+        for label, (mtil, _) in score_unseen(objective, x, tasks[1].val_y, tasks[1].class_ids).items():
+            scores[label].append(mtil)
+        groups.append(list(held))
+        n_val.append(len(tasks[1].val_y))
+        print(f"[pseudo-unseen {student}] {held}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in scores.items()), flush=True)
+    means = {k: statistics.mean(v) for k, v in scores.items()}
+    chosen = max(means, key=lambda k: means[k])  # ties: the first (direct)
+    return {"dataset": PSEUDO_DATASET, "groups": groups, "n_val": n_val, "val_mtil": scores, "mean": means,
+            "chosen": chosen, "chance": 100.0 / 3}
+
+
+def bank_geometry(bank: ConceptBank, known: int, centred: bool) -> list[dict]:
+    """Per class without images: its 3 nearest rows with images (cosine) and the CSLS hub term r_u (k = 10)."""
+    from genba.cvm.heads import HUB_K
+
+    rows = torch.nn.functional.normalize(bank.targets() if centred else bank.embeddings, dim=-1)
+    cos = rows[known:] @ rows[:known].T
+    out = []
+    for u in range(len(bank) - known):
+        top = cos[u].topk(3)
+        out.append({"class": bank.names[known + u],
+                    "nearest": [[bank.names[int(i)], float(v)] for v, i in zip(top.values, top.indices)],
+                    "mean_cos_to_seen": float(cos[u].mean()),
+                    "hub_r": float(cos[u].topk(min(HUB_K, known)).values.mean())})
+    return out
+
+
+def name_only_section(args, payload: dict, cache) -> dict:
+    from genba.cvm.stream import prepare_inputs
+
+    specs = [TaskSpec("animal-mnist"), TaskSpec("fashion-mnist", name_only=NAME_ONLY),
+             TaskSpec("fashion-mnist", only=NAME_ONLY, shots=SHOTS)]
+    runs, choices, diagnosis = [], {}, {}
+    for student in [s for s in args.name_only_students.split(",") if s]:
+        if student not in payload["selection"]:
+            raise SystemExit(f"no loss selection for student {student} in cvm.json: run --sections main with it")
+        budget = payload["max_train"][student]
+        choice = choose_scoring(args, student, payload["selection"][student], budget, cache)
+        choices[student] = choice
+        unseen, hub = parse_scoring(choice["chosen"])
+        loss, scale, center = chosen_config(payload["selection"][student])
+        tasks, names, templates = build_tasks(specs, DEFAULT_SIZE[student], cache, max_train=budget,
+                                              max_test=args.max_test, val_per_class=30)
+        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+        known = max(tasks[1].trained_ids) + 1
+        diag = {"known": known, "bank": bank_geometry(bank, known, center), "runs": {}}
+        for strategy in ("none", "replay"):  # seed 0, the model after task 2 (no image of the name-only classes)
+            cfg = CVMConfig(stream=specs[:2], student=student, strategy=strategy, loss=loss, concept_scale=scale,
+                            center=center, max_train=budget, max_test=args.max_test)
+            objective = run_stream(cfg, cache=cache, tasks_and_bank=(tasks[:2], bank))["_objective"].eval()
+            x = prepare_inputs(objective, tasks[2].test_x, cache, f"{tasks[2].name}:test")
+            y, ids = tasks[2].test_y, torch.tensor(tasks[2].class_ids)
+            entry = {"scores": score_unseen(objective, x, y, tasks[2].class_ids), "confusion": {}, "seen_top1": {}}
+            for label in dict.fromkeys(("direct", choice["chosen"])):
+                objective.head.unseen, objective.head.hub = parse_scoring(label)
+                logits = _logits(objective, x)
+                pred = ids[logits[:, ids].argmax(-1)]
+                entry["confusion"][label] = {names[int(t)]: {names[int(p)]: int(((y == t) & (pred == p)).sum())
+                                                             for p in ids} for t in ids}
+            seen_pred = _logits(objective, x)[:, :known].argmax(-1)
+            for t in ids:
+                counts = torch.bincount(seen_pred[y == t], minlength=known)
+                top = counts.topk(3)
+                entry["seen_top1"][names[int(t)]] = [[names[int(i)], int(v)] for v, i in zip(top.values, top.indices) if v > 0]
+            diag["runs"][strategy] = entry
+        diagnosis[student] = diag
+        seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
+        for seed in seeds:
+            for strategy in ("none", "replay"):
+                for head in ("concept", "linear"):
+                    cfg = CVMConfig(stream=specs, student=student, head=head, strategy=strategy, seed=seed,
+                                    loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
+                                    unseen=unseen, hub=hub, max_train=budget, max_test=args.max_test)
+                    r = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
+                    r["scoring"] = choice["chosen"] if head == "concept" else None
+                    runs.append(r)
+                    print(f"[name-only {student} s{seed}] {head} {strategy}: mtil A[2][3] "
+                          f"{r['settings']['mtil']['accuracy_matrix'][2][2]:.1f}", flush=True)
+    zs = conse_zeroshot(tasks, bank, cache)  # last: the conse features of fashion-mnist may still be being cached
+    return {"rule": NAME_ONLY_RULE, "shots": SHOTS, "runs": runs, "scoring_selection": choices,
+            "diagnosis": diagnosis, "zeroshot_conse": zs}
+
+
+def imbalance_section(args, payload: dict, cache) -> dict:
+    stream = parse_stream(STREAM)
+    tasks, names, templates = build_tasks(stream, DEFAULT_SIZE["small"], cache, max_train=args.max_train,
+                                          max_test=args.max_test, val_per_class=30, imbalance=IMBALANCE)
+    bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+    major_share = [float((t.train_y == t.trained_ids[0]).float().mean()) for t in tasks]
+    loss, scale, center = chosen_config(payload["selection"]["small"])
+    runs = []
+    for strategy in ("none", "replay"):
+        for head in ("concept", "linear"):
+            cfg = CVMConfig(stream=stream, student="small", head=head, strategy=strategy, imbalance=IMBALANCE,
+                            loss=loss if head == "concept" else "ce", concept_scale=scale,
+                            center=center, max_train=args.max_train, max_test=args.max_test)
+            runs.append(strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))))
+    return {"minor_rows_per_class": IMBALANCE, "major_share_per_task": major_share, "runs": runs}
+
+
+# ---------------------------------------------------------------------------- genba.continual's methods, same stream
+CONTINUAL_METHODS = ("task-adapters", "replay")  # its method chosen in advance, and the one that met all its targets
+
+
+def continual_stream(tasks, encoder, cache):
+    """genba.continual's Stream on exactly the CVM tasks' rows (same caps, split seed 0, 30 validation images per
+    class), with the frozen conse encoder's cached features and its class texts."""
+    from genba.continual.stream import Stream, Task as CTask
+    from genba.features import Features, extract_features
+    from genba.zeroshot import cached_text_classifier
+
+    out, offset = [], 0
+    for task in tasks:
+        ds = task.dataset
+        feats = {split: extract_features(encoder, ds, split, cache=cache, progress=False) for split in ("train", "test")}
+        local = np.full(ds.num_classes, -1, dtype=np.int64)
+        local[[ds.classnames.index(n) for n in task.classnames]] = np.arange(len(task.classnames))
+
+        def part(split, idx):
+            f = feats[split].subset(feats[split].rows_of(idx))
+            return Features(f.image, f.visual, torch.as_tensor(local[f.labels.numpy()]), f.indices)
+
+        if task.class_ids != list(range(offset, offset + len(task.classnames))):
+            raise SystemExit(f"task {task.name}: its classes are not the next block of the label space")
+        text = cached_text_classifier(encoder, ds.classnames, ds.templates, cache)
+        idx = [ds.classnames.index(n) for n in task.classnames]
+        out.append(CTask(task.name, list(task.classnames), offset, text[idx].float(), part("train", task.train_indices),
+                         part("train", task.val_indices), part("test", task.test_indices)))
+        offset += len(task.classnames)
+    return Stream(out, None)
+
+
+def continual_section(args, payload: dict, cache) -> dict:
+    from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec, run_continual
+    from genba.continual.reference import load_reference
+    from genba.encoders import load_encoder
+
+    encoder = load_encoder("conse")
+    reference = load_reference(encoder, cache)
+    budget = payload["max_train"]["small"]
+    tasks, _, _ = build_tasks(parse_stream(STREAM), DEFAULT_SIZE["small"], cache, max_train=budget,
+                              max_test=args.max_test, val_per_class=30)
+    stream = continual_stream(tasks, encoder, cache)
+    runs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for method in CONTINUAL_METHODS:
+            t0 = time.perf_counter()
+            r = run_continual(stream, reference, ContinualSpec(method=method, settings=("mtil", "xtail"), seed=seed,
+                                                               train=DEFAULT_TRAIN))
+            r["wall_seconds"] = time.perf_counter() - t0
+            for s in r["settings"].values():
+                s.pop("drift", None)
+            runs.append(r)
+            print(f"[continual s{seed}] {method}: mtil avg {r['settings']['mtil']['metrics']['avg']:.1f} "
+                  f"xtail avg {r['settings']['xtail']['metrics']['avg']:.1f} ({r['wall_seconds']:.0f} s)", flush=True)
+    return {"methods": list(CONTINUAL_METHODS), "max_train": budget, "max_test": args.max_test,
+            "rows": {"train": [len(t.train) for t in stream.tasks], "val": [len(t.val) for t in stream.tasks],
+                     "test": [len(t.test) for t in stream.tasks]},
+            "encoder": getattr(encoder, "provenance", "conse"), "runs": runs,
+            "train": DEFAULT_TRAIN.to_dict()}
+
+
+def name_only_report(p: dict) -> list[str]:
+    n = p["name_only"]
+    lines = ["## Classes known only by name", "",
+             f"Stream animal-mnist -> fashion-mnist with {', '.join(NAME_ONLY)} known by name only ({n['rule']}) "
+             f"-> those classes with {n['shots']} images each. Column 'name only' = accuracy on their test images after "
+             "task 2 (no image of them seen), 'after 5 shots' = after task 3; MTIL ranks the 3 name-only classes "
+             "(chance 33.3%), X-TAIL all 20 classes (chance 5%).", ""]
+    choices = n.get("scoring_selection", {})
+    if choices:
+        lines += ["### How classes without images are scored (chosen without the name-only classes' labels)", "",
+                  "Candidates (genba.cvm.heads; fixed in advance: ConSE's K = 10, CSLS's k = 10): **direct** "
+                  "s cos(z, t_u); **conse** s cos(normalize(sum of the top-K p_s t_s), t_u), p = the student's "
+                  "softmax over the classes with images; **+hub** subtracts s r_u / 2, r_u = mean cosine of the row "
+                  "t_u to its k nearest rows with images (concept bank only). Chosen per student on pseudo-unseen "
+                  "splits of the stream's first task: each group of 3 animal-mnist classes is held out as if known by "
+                  "name only, the student trains on the other 7 (seed 0, no strategy, the main grid's loss) and each "
+                  "scoring ranks the held-out classes' validation images (carved from the train split) among the 3 "
+                  "(chance 33.3%). Highest mean wins; ties go to direct. No fashion-mnist image or label is read.", ""]
+        rows = []
+        for student, c in choices.items():
+            labels = list(c["mean"])
+            for g, group_names in enumerate(c["groups"]):
+                rows.append([student, ", ".join(group_names), c["n_val"][g]] + [f"{c['val_mtil'][k][g]:.1f}" for k in labels])
+            rows.append([student, "**mean**", sum(c["n_val"])] +
+                        [f"**{c['mean'][k]:.1f}**" if k == c["chosen"] else f"{c['mean'][k]:.1f}" for k in labels])
+        lines += [markdown_table(["student", "held-out animal-mnist classes", "val images"] + labels, rows), ""]
+    rows = []
+    groups = {}
+    for r in n["runs"]:
+        groups.setdefault((r["student"], r["head"], r["strategy"], r.get("scoring")), []).append(r)
+    for (student, head, strategy, scoring), g in groups.items():
+        m = [r["settings"]["mtil"]["accuracy_matrix"] for r in g]
+        x = [r["settings"]["xtail"]["accuracy_matrix"] for r in g]
+        cell = lambda ms, i, j: mean_std([a[i][j] for a in ms])  # noqa: E731
+        rows.append([f"{'cvm' if head == 'concept' else 'ce'}-{student}", strategy, scoring or "-", len(g),
+                     cell(m, 2, 2), cell(m, 3, 2), cell(x, 2, 2), cell(x, 3, 2), cell(m, 3, 0), cell(m, 3, 1)])
+    if n.get("zeroshot_conse"):
+        z = n["zeroshot_conse"]
+        rows.append(["zero-shot conse (frozen VLM)", "-", "-", "-", f"{z['mtil']['accuracy_matrix'][0][2]:.1f}", "-",
+                     f"{z['xtail']['accuracy_matrix'][0][2]:.1f}", "-", f"{z['mtil']['accuracy_matrix'][0][0]:.1f}",
+                     f"{z['mtil']['accuracy_matrix'][0][1]:.1f}"])
+    lines += ["### Results (mean ± std over seeds)", "",
+              markdown_table(["model", "strategy", "scoring", "seeds", "MTIL name only", "MTIL after 5 shots",
+                              "X-TAIL name only", "X-TAIL after 5 shots", "animal-mnist at end (MTIL)",
+                              "fashion-mnist at end (MTIL)"], rows), "",
+              "The CE head has no name-based prediction: its rows of the name-only classes are untrained (seeded) "
+              "rows, so its MTIL 'name only' figure is the luck of the seed among 3 classes.", ""]
+    for student, d in n.get("diagnosis", {}).items():
+        lines += [f"### Diagnosis ({student} student, seed 0, the model after task 2: {d['known']} classes with images)", "",
+                  "Concept rows (the targets the student maps onto) of the name-only classes against the rows with images:", ""]
+        lines += [markdown_table(["name-only class", "3 nearest rows with images (cos)", "mean cos to them", "hub r_u (k = 10)"],
+                                 [[b["class"], ", ".join(f"{nm} {v:.2f}" for nm, v in b["nearest"]),
+                                   f"{b['mean_cos_to_seen']:.2f}", f"{b['hub_r']:.2f}"] for b in d["bank"]]), ""]
+        for strategy, e in d["runs"].items():
+            lines += [f"Strategy {strategy}: where the name-only test images go among the classes with images (top 3), and "
+                      "the confusion among the 3 name-only classes (rows: true, columns: predicted):", ""]
+            labels = list(e["confusion"])
+            rows = []
+            for true, tops in e["seen_top1"].items():
+                rows.append([true, ", ".join(f"{nm} {c}" for nm, c in tops)] +
+                            [" / ".join(str(v) for v in e["confusion"][lab][true].values()) for lab in labels])
+            cols = " / ".join(next(iter(e["confusion"][labels[0]].values())).keys())
+            lines += [markdown_table(["true class", "top-1 among the classes with images"] +
+                                     [f"{lab}: predicted {cols}" for lab in labels], rows), "",
+                      "Every scoring on these test images (diagnosis only, not used to choose): " +
+                      ", ".join(f"{k} MTIL {v[0]:.1f} / X-TAIL {v[1]:.1f}" for k, v in e["scores"].items()), ""]
+    return lines
+
+
+def continual_label(method: str) -> str:
+    return f"continual {method} (conse features)"
+
+
+def continual_rows(p: dict, setting: str) -> list[list]:
+    c = p.get("continual_best")
+    if not c:
+        return []
+    rows = []
+    for method in c["methods"]:
+        g = [r for r in c["runs"] if r["method"] == method]
+        rows.append([continual_label(method), len(g)] +
+                    [mean_std([r["settings"][setting]["metrics"][m] for r in g]) for m in METRICS])
+    return rows
+
+
+def continual_cost_rows(p: dict) -> list[list]:
+    c = p.get("continual_best")
+    if not c:
+        return []
+    rows = []
+    for method in c["methods"]:
+        g = [r for r in c["runs"] if r["method"] == method]
+        tasks = len(g[0]["stream"])
+        trainable = max(r["cost"]["trainable_parameters"] for r in g)
+        extra = statistics.mean(r["cost"]["extra_bytes"] for r in g)
+        adapters = statistics.mean(r["cost"]["adapter_bytes"] for r in g) / 4  # float32 weights
+        rows.append([continual_label(method), f"4.652 M + 1000 x 384 rows + {adapters / 1e6:.3f} M adapter weights",
+                     f"{trainable / 1e6:.3f} M", f"{p['zeroshot_size_mb'] + extra / 1e6:.2f} (PyTorch weights)",
+                     f"{statistics.mean(r['cost']['seconds'] for r in g) / tasks:.1f}", "-",
+                     f"{statistics.mean(r['cost']['strategy_bytes'] for r in g) / 1e6:.2f}"])
+    return rows
+
+
+def continual_note(p: dict) -> list[str]:
+    c = p.get("continual_best")
+    if not c:
+        return []
+    t = c["train"]
+    return ["### genba.continual's methods on the same stream: what differs", "",
+            f"Rows `continual task-adapters` (genba.continual's method chosen in advance) and `continual replay` (the "
+            "one that met all of genba.continual's targets): genba.continual's own code (genba.continual.protocol."
+            f"run_continual) and defaults, no tuning, {len(c['runs']) // len(c['methods'])} seeds, on exactly the CVM "
+            f"tasks' rows (train / validation / test rows per task: {c['rows']['train']} / {c['rows']['val']} / "
+            f"{c['rows']['test']}; split seed 0, the small student's caps). What differs is the budget: they train a "
+            "linear residual adapter (1280 -> 384) on the frozen conse encoder's cached features (EfficientNet-Lite0 "
+            "at 224 px, ImageNet-trained, mapped into the same MiniLM space by ConSE) with their own training "
+            f"defaults (AdamW lr {t['lr']:g}, {t['epochs']} epochs, batch {t['batch_size']}, warmup {t['warmup']:g}, "
+            f"clip {t['clip_norm']:g}; logit scale 100, class texts of the conse text classifier, uncentred), so "
+            "the student sees 224 px images through a 4.7 M-parameter ImageNet trunk instead of 32 / 64 px through "
+            "0.16 M (small) or a 1.5 M-trainable (lite0) model. 'train s / task' counts their training only: the "
+            "feature extraction (one forward pass of EfficientNet-Lite0 at 224 px per image, about 0.4 G "
+            "multiply-adds each) ran beforehand into the shared cache and is not counted; nor are training "
+            "multiply-adds (the adapter is a 0.49 M-weight linear map per row). The on-device model is the whole "
+            "conse VLM plus the adapters (task-adapters keeps one per task) and, for replay, its buffer of cached "
+            "features ('strategy MB'); it is not exported to ONNX here.", ""]
 
 
 def report(p: dict, students, strategies) -> str:
     lines = ["# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
-             f"Command: `{p['command']}`  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
+             "Command: " + "; ".join(f"{k}: `{v}`" for k, v in p.get("commands", {"main": p["command"]}).items()) + "  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
              f"({', '.join(f'{k} {v:.0f} s' for k, v in p['phases_seconds'].items())}); torch and onnxruntime on 1 thread.", "",
              f"Stream `{p['stream']}` (one order), at most {', '.join(f'{v} ({k})' for k, v in p['max_train'].items())} "
              "training and 500 test images per task (seeded, stratified, split seed 0 for every run); 30 validation "
@@ -422,6 +773,7 @@ def report(p: dict, students, strategies) -> str:
         lines += [f"## {setting.upper()} ({'task known, argmax over its classes' if setting == 'mtil' else 'no task id, argmax over all 33 classes'})", ""]
         rows = [[r["label"], r["seeds"]] + [r[f"{setting}_{m}_pm"] for m in METRICS] for r in p["summary"]]
         z = p["zeroshot_conse"][setting]["metrics"]
+        rows += continual_rows(p, setting)
         rows.append(["zero-shot conse (frozen VLM)", "-"] + [f"{z[m]:.1f}" for m in METRICS])
         lines += [markdown_table(["method", "seeds", "Avg", "Last", "Transfer", "BWT", "Forgetting"], rows), ""]
     lines += ["## Target: CVM vs the CE head, same student, strategy and budget (difference of means)", ""]
@@ -442,10 +794,12 @@ def report(p: dict, students, strategies) -> str:
              f"{r['train_macs_per_task'] / 1e9:.1f} G", f"{r['strategy_bytes'] / 1e6:.2f}"] for r in p["summary"]]
     rows.append(["zero-shot conse (frozen VLM)", "4.652 M + 1000 x 384 rows", "0", f"{p['zeroshot_size_mb']:.2f} (PyTorch weights)",
                  "0", "0", "0"])
+    rows += continual_cost_rows(p)
     lines += [markdown_table(["method", "params", "trainable", "ONNX MB", "train s / task", "train MACs / task",
                               "strategy MB"], rows), "",
               "Training multiply-adds = 3 x (forward MACs of the trained part) x rows x epochs (+2x for LwF's teacher "
               "pass); lite0's frozen stages run once per image before training (their activations are cached).", ""]
+    lines += continual_note(p)
     e = p["export"]
     lines += ["## On-device: ONNX size, batch-1 throughput after decoding (resize + normalise + forward), memory", ""]
     rows = [[k, f"{e['sizes'][k]['onnx_mb']:.2f}", f"{e['latency_img_per_s'][k]['onnxruntime']:.0f}",
@@ -457,18 +811,7 @@ def report(p: dict, students, strategies) -> str:
               "300 Fashion-MNIST test images, batch 1, one thread, best of 3 passes; peak RSS of a fresh process "
               "that loads the model and runs 50 images (VmHWM; the ORT process has torch blocked, so this is the "
               "whole torch-free predict path).", ""]
-    lines += ["## Classes known only by name", "",
-              f"Stream animal-mnist -> fashion-mnist with {', '.join(NAME_ONLY)} known by name only ({p['name_only']['rule']}) "
-              f"-> those classes with {SHOTS} images each. Column 'name only' = accuracy on their test images after "
-              "task 2 (no image of them seen), 'after 5 shots' = after task 3; MTIL ranks the 3 name-only classes "
-              "(chance 33.3%), X-TAIL all 20 classes (chance 5%).", ""]
-    rows = []
-    for r in p["name_only"]["runs"]:
-        m, x = r["settings"]["mtil"]["accuracy_matrix"], r["settings"]["xtail"]["accuracy_matrix"]
-        rows.append([f"{'cvm' if r['head'] == 'concept' else 'ce'}-{r['student']}", r["strategy"], f"{m[2][2]:.1f}",
-                     f"{m[3][2]:.1f}", f"{x[2][2]:.1f}", f"{x[3][2]:.1f}", f"{m[3][0]:.1f}", f"{m[3][1]:.1f}"])
-    lines += [markdown_table(["model", "strategy", "MTIL name only", "MTIL after 5 shots", "X-TAIL name only",
-                              "X-TAIL after 5 shots", "animal-mnist at end (MTIL)", "fashion-mnist at end (MTIL)"], rows), ""]
+    lines += name_only_report(p)
     im = p["imbalance"]
     lines += ["## Class-imbalance stream", "",
               f"Same stream; in every task the first class keeps all its training rows and every other class "

@@ -56,7 +56,9 @@ def load_model_dir(model_dir) -> tuple[StreamObjective, ConceptBank, dict]:
     if head_spec["kind"] == "concept":
         centered = bool(head_spec.get("centered"))
         head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
-                           scale=head_spec.get("scale", 20.0), centered=centered)
+                           scale=head_spec.get("scale", 20.0), centered=centered,
+                           unseen=head_spec.get("unseen", "direct"), hub=bool(head_spec.get("hub", False)),
+                           conse_k=int(head_spec.get("conse_k", 10)), hub_k=int(head_spec.get("hub_k", 10)))
     else:
         head = LinearHead(student.feature_dim, len(meta["classes"]))
     objective = StreamObjective(student, head, meta["loss"])

@@ -51,6 +51,8 @@ class StreamObjective(ContinualObjective):
                              "'contrastive' or 'cosine' with the concept head")
         self.student, self.head, self.loss_kind = student, head, loss
         self.known = head.num_classes
+        if hasattr(head, "known"):
+            head.known = self.known
         self.val_x: torch.Tensor | None = None
         self.val_y: torch.Tensor | None = None
 
@@ -58,6 +60,8 @@ class StreamObjective(ContinualObjective):
         if not 1 <= known <= self.head.num_classes:
             raise GenbaError(f"known classes must be in 1..{self.head.num_classes}, got {known}")
         self.known = int(known)
+        if hasattr(self.head, "known"):
+            self.head.known = self.known  # the concept head scores classes [known, C) as classes without images
 
     def set_validation(self, x: torch.Tensor | None, y: torch.Tensor | None) -> None:
         self.val_x, self.val_y = x, y

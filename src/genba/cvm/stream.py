@@ -58,6 +58,8 @@ class CVMConfig:
     imbalance: int = 0
     concept_scale: float = 0.0          # s of the concept head; 0 = chosen with the loss on task 1's validation
     center: bool | None = None          # centre the concept targets (genba.cvm.concepts); None = chosen with the loss
+    unseen: str = "direct"              # scoring of classes without images: direct | conse (genba.cvm.heads)
+    hub: bool = False                   # subtract the bank-only CSLS hubness term from those classes' logits
     train: TrainConfig | None = None
 
     def resolved(self) -> "CVMConfig":
@@ -78,7 +80,8 @@ def make_objective(cfg: CVMConfig, bank: ConceptBank, loss: str) -> StreamObject
     student = build_student(cfg.student, image_size=cfg.image_size)
     centered = bool(cfg.center) and bank.center is not None
     head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
-                       scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered) if cfg.head == "concept" else \
+                       scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered, unseen=cfg.unseen,
+                       hub=cfg.hub) if cfg.head == "concept" else \
         LinearHead(student.feature_dim, len(bank))
     return StreamObjective(student, head, loss)
 
@@ -193,7 +196,8 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
                  "train_macs_per_task": sum(p["train_macs"] for p in per_task) / len(per_task)},
         "hyperparameters": {"train": cfg.train.to_dict(), "method": strategy.hyperparameters(), "image_size": cfg.image_size,
                             "max_train": cfg.max_train, "max_test": cfg.max_test, "val_per_class": cfg.val_per_class,
-                            "imbalance": cfg.imbalance, "text_model": cfg.text_model, "concept_scale": getattr(objective.head, "scale", None)},
+                            "imbalance": cfg.imbalance, "text_model": cfg.text_model, "concept_scale": getattr(objective.head, "scale", None),
+                            "unseen": cfg.unseen if cfg.head == "concept" else None, "hub": cfg.hub if cfg.head == "concept" else None},
         "selected_on": ("loss: first task's validation split; everything else fixed in advance" if selection
                         else "fixed in advance (no selection)"),
         "rows": {"train": [len(t.train_y) for t in tasks], "val": [len(t.val_y) for t in tasks],

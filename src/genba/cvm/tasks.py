@@ -59,6 +59,8 @@ class Task:
     trained_ids: list[int] = field(default_factory=list)  # ids with training images in this task
     dataset: object = None                                # the genba Dataset the task was cut from
     test_indices: np.ndarray | None = None                # dataset indices of the test rows (for other models)
+    train_indices: np.ndarray | None = None               # dataset indices of the training rows (train_x order)
+    val_indices: np.ndarray | None = None                 # dataset indices of the validation rows (val_x order)
 
     @property
     def name(self) -> str:
@@ -179,5 +181,6 @@ def build_tasks(specs: list[TaskSpec], size: int, cache: TensorCache | None, *, 
                           decode_pixels(ds, np.sort(pool), size, cache), y(np.sort(pool)),
                           decode_pixels(ds, val, size, cache), y(val),
                           decode_pixels(ds, test, size, cache), y(test),
-                          trained_ids=[int(to_global[c]) for c in with_images], dataset=ds, test_indices=test))
+                          trained_ids=[int(to_global[c]) for c in with_images], dataset=ds, test_indices=test,
+                          train_indices=np.sort(pool), val_indices=val))
     return tasks, names, templates
