@@ -93,3 +93,21 @@ def test_conse_head_round_trips_through_the_model_dir_and_onnx(tmp_path, one_thr
     path = tmp_path / "m.onnx"
     path.write_bytes(onnx_bytes(loaded, bank, {}))
     assert np.abs(OnnxClassifier.load(path).logits(x) - ref).max() < 1e-4
+
+
+def test_cli_train_with_conse_scoring_records_it(tmp_path, capsys, one_thread):
+    import json
+
+    from cvm_helpers import COOL, WARM, colour_folder
+    from genba.cli import main
+
+    warm = colour_folder(tmp_path / "warm", WARM)
+    cool = colour_folder(tmp_path / "cool", COOL, seed=1)
+    out = tmp_path / "model"
+    code = main(["cvm", "train", "--stream", f"folder:{warm},folder:{cool}", "--out", str(out), "--text-model", "tiny",
+                 "--loss", "contrastive", "--unseen", "conse", "--hub", "--set", "train.epochs=1",
+                 "--set", "train.batch_size=8", "--quiet", "--no-cache"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "cvm.json").read_text())
+    assert (meta["head"]["unseen"], meta["head"]["hub"]) == ("conse", True)
+    assert meta["run"]["hyperparameters"]["unseen"] == "conse"

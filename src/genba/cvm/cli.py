@@ -20,6 +20,11 @@ def register_cli(commands, common) -> None:
     train.add_argument("--head", default="concept", choices=["concept", "linear"], help="concept (CVM) or linear (cross-entropy baseline)")
     train.add_argument("--strategy", default="none", choices=["none", "replay", "lwf", "ewc"])
     train.add_argument("--loss", default="auto", choices=["auto", "contrastive", "cosine"], help="mapping loss (auto: chosen on the first task's validation split)")
+    train.add_argument("--unseen", default="direct", choices=["direct", "conse"],
+                       help="how classes without images are scored: direct (cosine to their concept row) or conse "
+                       "(through the student's probabilities over the classes with images; genba.cvm.heads)")
+    train.add_argument("--hub", action="store_true",
+                       help="subtract a hubness term computed from the concept bank (CSLS) from those classes' logits")
     train.add_argument("--text-model", default="minilm", help="frozen language model: minilm (all-MiniLM-L6-v2) or hf:<CLIP dir>")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-train", type=int, default=1500, help="training images per task (default %(default)s)")
@@ -83,6 +88,7 @@ def cmd_train(args) -> int:
     train_set, strategy_hp = _overrides(args.set)
     cfg = CVMConfig(stream=specs, student=args.student, head=args.head, strategy=args.strategy, strategy_hp=strategy_hp,
                     loss="ce" if args.head == "linear" else args.loss, text_model=args.text_model, seed=args.seed,
+                    unseen=args.unseen, hub=args.hub,
                     max_train=args.max_train, max_test=args.max_test,
                     train=default_train(args.student).replace(**train_set))
     cache = None if args.no_cache else TensorCache(args.cache_dir)

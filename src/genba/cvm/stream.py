@@ -7,7 +7,8 @@ split only; strategy.end_task(...). After every task (and once before the first:
 row A[0]) every task's test split is scored in both settings:
   MTIL   (task-incremental; ZSCL): the task is known; argmax over that task's own classes;
   X-TAIL (task-agnostic; RAIL): argmax over the whole label space of the stream, seen or not
-         (the concept head scores classes known only by name through their bank row; the CE
+         (the concept head scores classes without images through their bank row, directly or
+         ConSE-style, CVMConfig.unseen / hub, genba.cvm.heads; the CE
          head's rows of classes without images are untrained).
 Training is the same for both settings (one run, two readings of it). The loss ("auto") is chosen
 on the first task's validation split: the contrastive and the cosine mapping loss each train on
