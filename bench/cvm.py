@@ -39,7 +39,7 @@ NAME_ONLY = ("trouser", "coat", "sneaker")
 SHOTS = 5
 IMBALANCE = 10
 METRICS = ("avg", "last", "transfer", "bwt", "forgetting")
-SECTIONS = ("main", "name-only", "imbalance", "continual")
+SECTIONS = ("main", "grid-add", "name-only", "imbalance", "continual")
 
 
 def parse_args():
@@ -305,8 +305,13 @@ def main() -> None:
         if section not in sections:
             continue
         payload["commands"][section] = command_line()
+        payload.setdefault("code", {})[section] = git_commit()
         if section == "main":
             main_section(args, payload, cache)
+        elif section == "grid-add":
+            t0 = time.perf_counter()
+            grid_add_section(args, payload, cache)
+            payload["phases_seconds"]["grid-add"] = payload["phases_seconds"].get("grid-add", 0.0) + time.perf_counter() - t0
         elif section == "name-only":
             t0 = time.perf_counter()
             payload["name_only"] = name_only_section(args, payload, cache)
@@ -372,6 +377,44 @@ def main_section(args, payload: dict, cache) -> None:
     t0 = time.perf_counter()
     payload["export"] = export_section(exported)
     payload["phases_seconds"]["export + latency"] = time.perf_counter() - t0
+
+
+def grid_add_section(args, payload: dict, cache) -> None:
+    """More runs of the main grid (e.g. lite0 with LwF / EWC, more seeds), with the loss already selected for the
+    student and its training cap; a run with the same (student, head, strategy, seed) replaces the stored one."""
+    stream = parse_stream(STREAM)
+    for student in [s for s in args.students.split(",") if s]:
+        if student not in payload.get("selection", {}):
+            raise SystemExit(f"no loss selection for student {student} in cvm.json: run --sections main with it")
+        loss, scale, center = chosen_config(payload["selection"][student])
+        max_train = payload["max_train"][student]
+        tasks, names, templates = build_tasks(stream, DEFAULT_SIZE[student], cache, max_train=max_train,
+                                              max_test=args.max_test, val_per_class=30)
+        bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
+        seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
+        own = [s for s in (args.strategies if student == "small" else args.lite_strategies).split(",") if s]
+        for seed in seeds:
+            for strategy in own:
+                for head in ("concept", "linear"):
+                    cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
+                                    loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
+                                    max_train=max_train, max_test=args.max_test)
+                    result = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
+                    result["code"] = git_commit()
+                    key = (student, head, strategy, seed)
+                    payload["runs"] = [r for r in payload["runs"]
+                                       if (r["student"], r["head"], r["strategy"], r["seed"]) != key] + [result]
+                    m = result["settings"]["xtail"]["metrics"]
+                    print(f"[add {student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} "
+                          f"({result['wall_seconds']:.0f} s)", flush=True)
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parent).stdout.strip()
+    return (done.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
 def export_section(exported: dict) -> dict:
@@ -488,6 +531,12 @@ def bank_geometry(bank: ConceptBank, known: int, centred: bool) -> list[dict]:
     return out
 
 
+def rows_to_name_only(bank: ConceptBank, rows: list[int], known: int, centred: bool) -> dict:
+    """cos(t_s, t_u) of each given row with images s against every row without images u (the ConSE path)."""
+    t = torch.nn.functional.normalize(bank.targets() if centred else bank.embeddings, dim=-1)
+    return {bank.names[s]: {bank.names[u]: float(t[s] @ t[u]) for u in range(known, len(bank))} for s in rows}
+
+
 def name_only_section(args, payload: dict, cache) -> dict:
     from genba.cvm.stream import prepare_inputs
 
@@ -506,7 +555,8 @@ def name_only_section(args, payload: dict, cache) -> dict:
                                               max_test=args.max_test, val_per_class=30)
         bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
         known = max(tasks[1].trained_ids) + 1
-        diag = {"known": known, "bank": bank_geometry(bank, known, center), "runs": {}}
+        diag = {"known": known, "bank": bank_geometry(bank, known, center), "runs": {},
+                "rows_to_name_only": rows_to_name_only(bank, tasks[1].trained_ids, known, center)}
         for strategy in ("none", "replay"):  # seed 0, the model after task 2 (no image of the name-only classes)
             cfg = CVMConfig(stream=specs[:2], student=student, strategy=strategy, loss=loss, concept_scale=scale,
                             center=center, max_train=budget, max_test=args.max_test)
@@ -676,6 +726,14 @@ def name_only_report(p: dict) -> list[str]:
         lines += [markdown_table(["name-only class", "3 nearest rows with images (cos)", "mean cos to them", "hub r_u (k = 10)"],
                                  [[b["class"], ", ".join(f"{nm} {v:.2f}" for nm, v in b["nearest"]),
                                    f"{b['mean_cos_to_seen']:.2f}", f"{b['hub_r']:.2f}"] for b in d["bank"]]), ""]
+        if d.get("rows_to_name_only"):
+            table = d["rows_to_name_only"]
+            cols = list(next(iter(table.values())))
+            lines += ["Cosine of each fashion-mnist row with images to the name-only rows (nearest in bold): the rows the "
+                      "name-only images land on (below) all point to the same name-only row.", "",
+                      markdown_table(["row with images"] + cols,
+                                     [[s] + [f"**{v:.2f}**" if v == max(r.values()) else f"{v:.2f}" for v in r.values()]
+                                      for s, r in table.items()]), ""]
         for strategy, e in d["runs"].items():
             lines += [f"Strategy {strategy}: where the name-only test images go among the classes with images (top 3), and "
                       "the confusion among the 3 name-only classes (rows: true, columns: predicted):", ""]
@@ -690,6 +748,18 @@ def name_only_report(p: dict) -> list[str]:
                       "Every scoring on these test images (diagnosis only, not used to choose): " +
                       ", ".join(f"{k} MTIL {v[0]:.1f} / X-TAIL {v[1]:.1f}" for k, v in e["scores"].items()), ""]
     return lines
+
+
+def code_line(p: dict) -> str:
+    code = p.get("code", {})
+    if not code:
+        return ""
+    line = "Code (git commit per section): " + ", ".join(f"{k} {v}" for k, v in code.items())
+    if "all sections" in p.get("commands", {}):
+        line += ("; the sections without an entry (the main grid's first runs, imbalance, export) ran at the commit "
+                 "that first wrote cvm.json, before ef674af, which reseeds the engine's generator per step: the same "
+                 "training with other random draws, so a rerun of those rows gives other draws of the same seeds")
+    return line + ".  "
 
 
 def continual_label(method: str) -> str:
@@ -752,7 +822,8 @@ def continual_note(p: dict) -> list[str]:
 
 def report(p: dict, students, strategies) -> str:
     lines = ["# CVM: continual visual mapping vs a CE head vs the zero-shot VLM", "",
-             "Command: " + "; ".join(f"{k}: `{v}`" for k, v in p.get("commands", {"main": p["command"]}).items()) + "  ", f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
+             "Command: " + "; ".join(f"{k}: `{v}`" for k, v in p.get("commands", {"main": p["command"]}).items()) + "  ",
+             code_line(p), f"Wall time: {p['wall_seconds']:.0f} s on the shared 2-core CPU "
              f"({', '.join(f'{k} {v:.0f} s' for k, v in p['phases_seconds'].items())}); torch and onnxruntime on 1 thread.", "",
              f"Stream `{p['stream']}` (one order), at most {', '.join(f'{v} ({k})' for k, v in p['max_train'].items())} "
              "training and 500 test images per task (seeded, stratified, split seed 0 for every run); 30 validation "
