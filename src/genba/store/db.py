@@ -24,7 +24,7 @@ import numpy as np
 from genba.errors import GenbaError
 from genba.store import ops
 from genba.store.codec import decode_rows, encode_rows
-from genba.store.records import Entries, Receipt, Rejection, StaleMemory, UnusableMemory, Write
+from genba.store.records import Entries, Receipt, Rejection, StaleMemory, UnusableMemory, Write  # noqa: F401  (UnusableMemory re-exported)
 from genba.store.schema import connect
 from genba.store.spec import MemorySpec
 
