@@ -38,7 +38,7 @@ def write_report(results: Path, stem: str, runs: list[dict], hyper: dict, sets: 
                  command: str) -> None:
     fractions = sorted({r["fraction"] for r in runs if r["setting"] in ("scratch", "head")})
     seeds = sorted({r["seed"] for r in runs})
-    lines = [f"# MoViT: memory vs no memory, by training fraction", "", f"Command: `{command}`", "",
+    lines = ["# MoViT: memory vs no memory, by training fraction", "", f"Command: `{command}`", "",
              f"Wall time: {wall / 60:.1f} min on the shared 2-core CPU (torch 1 thread). Sets: {', '.join(sets)}; "
              f"seeds {seeds}; fractions {', '.join(f'{100 * f:g}%' for f in fractions)} of each train split "
              "(nested, class-stratified); test = the full test split. Every hyperparameter fixed in advance "

@@ -2,6 +2,8 @@
 today. Shapes, input-order equivalence, reset, untouched state after bad input, seeded training
 reproducible, learned state round-trips, metadata present."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,21 @@ def test_learned_state_round_trips(name):
     if state:
         with pytest.raises(GenbaError, match="keys"):
             other.load_state_dict({})
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_fit_with_learned_state_does_not_train(name, monkeypatch):
+    trained, q = fitted(name)
+    state = trained.state_dict()
+    text, support, y, _ = data(0)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("fit(learned=...) must not train")
+
+    monkeypatch.setattr(sys.modules[type(trained).__module__], "fit", no_training, raising=False)
+    restored = create_method(name, **overrides(name))
+    if get_method(name).needs_support:
+        restored.fit(text, Feats(support), y, learned=state)
+    else:
+        restored.fit(text, learned=state)
+    assert torch.equal(restored.predict_stream(Feats(q)), trained.predict_stream(Feats(q)))

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from genba.encoders import encoder_kinds, load_encoder  # noqa: E402
-from genba.encoders.base import Encoder  # noqa: E402
+from genba.encoders.base import Encoder, ImageEncoder, TextEncoder, VisionLanguageEncoder  # noqa: E402
 from genba.errors import GenbaError  # noqa: E402
 
 WORDS = "a an the photo picture of cat dog car bird tree house small big red blue green".split()
@@ -179,8 +179,8 @@ def _assert_unit_rows(x: torch.Tensor) -> None:
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_vision_language_checkpoint(checkpoints, kind):
     encoder = load_encoder(f"hf:{checkpoints[kind]}")
-    assert isinstance(encoder, Encoder)
-    assert encoder.has_text
+    assert isinstance(encoder, Encoder) and isinstance(encoder, VisionLanguageEncoder)
+    assert encoder.has_text and encoder.has_image
     expected_dim = 16 if kind == "clip" else 32
     assert (encoder.embed_dim, encoder.visual_dim) == (expected_dim, 32)
 
@@ -228,7 +228,8 @@ def test_clip_matches_transformers_forward(checkpoints):
 
 def test_dinov2_is_vision_only(checkpoints):
     encoder = load_encoder(f"hf:{checkpoints['dinov2']}")
-    assert not encoder.has_text
+    assert isinstance(encoder, ImageEncoder) and not isinstance(encoder, TextEncoder)
+    assert not encoder.has_text and not hasattr(encoder, "encode_text")
     assert encoder.embed_dim == encoder.visual_dim == 32
     pixels = _batch(encoder, _images(3))
     assert pixels.shape == (3, 3, 32, 32)
@@ -237,8 +238,10 @@ def test_dinov2_is_vision_only(checkpoints):
     _assert_unit_rows(joint)
     assert torch.allclose(joint, visual / visual.norm(dim=1, keepdim=True), atol=1e-6)
     assert torch.equal(encoder.encode_image(pixels), joint)
+    from genba.zeroshot import text_classifier
+
     with pytest.raises(GenbaError, match="no text tower.*CLIP or SigLIP"):
-        encoder.encode_text(["a photo of a cat"])
+        text_classifier(encoder, ["cat"], ["a photo of a {}."])
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -417,3 +420,21 @@ def test_hf_backbone_cut_points_give_the_encoders_visual_features(checkpoints, k
     assert torch.allclose(visual, encoder.encode_image_with_visual(pixels)[1], atol=1e-5)
     names = {n.rsplit(".", 1)[-1] for n, _ in backbone.module.named_modules()}
     assert set(backbone.adapter_targets()) <= names  # what peft's target_modules would match
+
+
+def test_capability_protocols():
+    """Encoders are split by what they embed; has_text / has_image follow the class, not a flag."""
+    tiny = load_encoder("tiny")
+    assert isinstance(tiny, VisionLanguageEncoder) and tiny.has_text and tiny.has_image
+
+    class Words(TextEncoder):
+        name, embed_dim = "words", 3
+
+        def encode_text(self, texts):
+            return torch.eye(3)[: len(texts)]
+
+    words = Words()
+    assert words.has_text and not words.has_image and not isinstance(words, ImageEncoder)
+    from genba.zeroshot import text_classifier
+
+    assert text_classifier(words, ["a", "b"], ["{}"]).shape == (2, 3)  # a text encoder is all zero-shot text needs

@@ -292,3 +292,60 @@ def test_concurrent_writers_threads_and_processes_lose_nothing(tmp_path):
     assert static == {f"{tag}-s{i}" for tag in ("p0", "p1", "p2", "t0", "t1") for i in range(n)}
     logged = [w for w in store.writes(memory_id, 10**6) if w["bank"] == "dynamic"]
     assert len(logged) == 3 * n and store.check() == []
+
+
+def count_training(monkeypatch) -> list:
+    """Replace the engine's fit as the trained methods call it; returns the list of calls."""
+    import genba.methods.dmn_trained as dmn_trained
+    import genba.train as train
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("desc"))
+        return train.fit(*args, **kwargs)
+
+    monkeypatch.setattr(dmn_trained, "fit", counted)
+    return calls
+
+
+def test_trained_method_state_persists_and_follows_the_support(tmp_path, monkeypatch):
+    """dmn trains once per support set: a reopen, another process's view or a refresh restore the
+    stored biases; a deleted support source deletes them and the next build trains again."""
+    calls = count_training(monkeypatch)
+    text, draw = problem()
+    (xs, ys), (xq, _) = draw(12), draw(30)
+    store = Store(tmp_path / "m.sqlite")
+    live = LiveMemory(store, new_memory(store, text, "dmn", {"train.epochs": 3}))
+    live.add_support(xs, ys, ids("s", 12))
+    assert len(calls) == 1  # the trial fit's biases are the ones kept: not trained again after the commit
+    before = live.predict(xq)[0]
+    store.close()
+    reopened = Store(tmp_path / "m.sqlite")
+    again = LiveMemory(reopened, live.id)
+    assert len(calls) == 1 and torch.equal(again.predict(xq)[0], before)
+    (fingerprint,) = [r[0] for r in reopened._conn().execute("SELECT fingerprint FROM learned_states")]
+
+    again.delete_source("s3")
+    assert len(calls) == 2  # new support, new biases, kept under a new fingerprint
+    rows = reopened._conn().execute("SELECT fingerprint, sources FROM learned_states").fetchall()
+    assert len(rows) == 1 and rows[0][0] != fingerprint and "s3" not in rows[0][1]
+    reopened.delete_source("s5")  # store-level erase: what was learned from s5 goes with it
+    assert reopened._conn().execute("SELECT count(*) FROM learned_states").fetchone()[0] == 0
+    assert reopened.check() == []
+
+
+def test_damaged_learned_state_is_retrained_not_trusted(tmp_path, monkeypatch):
+    calls = count_training(monkeypatch)
+    text, draw = problem()
+    (xs, ys), (xq, _) = draw(12), draw(30)
+    store = Store(tmp_path / "m.sqlite")
+    live = LiveMemory(store, new_memory(store, text, "dmn", {"train.epochs": 3}))
+    live.add_support(xs, ys, ids("s", 12))
+    before = live.predict(xq)[0]
+    store._conn().execute("UPDATE learned_states SET tensors = ?", (b"not safetensors",))
+    rebuilt = LiveMemory(store, live.id)
+    assert len(calls) == 2 and torch.equal(rebuilt.predict(xq)[0], before)  # seeded: the same biases again
+    (blob,) = [r[0] for r in store._conn().execute("SELECT tensors FROM learned_states")]
+    assert blob != b"not safetensors"  # replaced by the retrained biases
+    assert store.learned_state(live.id, "no such fingerprint") is None

@@ -24,7 +24,7 @@ import torch
 
 from genba.cache import TensorCache
 from genba.data import sample_few_shot, train_val_split
-from genba.encoders.base import Encoder, l2_normalize
+from genba.encoders.base import ImageEncoder, l2_normalize
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
 from genba.metrics import classification_metrics
@@ -77,7 +77,7 @@ class PreparedData:
     centre: torch.Tensor | None  # (Dv,) mean visual feature of the train split
 
 
-def prepare(encoder: Encoder, dataset, *, cache: TensorCache | None, progress: bool = True) -> PreparedData:
+def prepare(encoder: ImageEncoder, dataset, *, cache: TensorCache | None, progress: bool = True) -> PreparedData:
     """Features of train and test and the text classifier (all from the cache when present)."""
     train = extract_features(encoder, dataset, "train", cache=cache, progress=progress)
     test = extract_features(encoder, dataset, "test", cache=cache, progress=progress)
@@ -95,7 +95,7 @@ def _feats(features: Features, space: str, centre: torch.Tensor | None) -> Feats
     return Feats(features.image, l2_normalize(features.visual - centre))
 
 
-def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, *, cache: TensorCache | None,
+def augmented_test_feats(encoder: ImageEncoder, dataset, test: Features, views: int, *, cache: TensorCache | None,
                centre: torch.Tensor | None, space: str, progress: bool = True) -> Feats:
     """Test features with `views` augmented views per image: joint (N, V, Dt), cache (N, V, Dc)."""
     from genba.data.views import view_transform
@@ -113,7 +113,7 @@ def augmented_test_feats(encoder: Encoder, dataset, test: Features, views: int, 
     return Feats(joint, cache_feats)
 
 
-def run_adapt(encoder: Encoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
+def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
               data: PreparedData | None = None, progress: bool = True) -> dict:
     """Run one method on one dataset split as the module docstring describes; returns the result dict."""
     spec.validate()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from genba.cache import TensorCache
 from genba.data.transforms import ImageTransform
-from genba.encoders.base import Encoder
+from genba.encoders.base import ImageEncoder
 from genba.errors import GenbaError
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Features:
         return torch.as_tensor([position[int(i)] for i in np.asarray(dataset_indices)], dtype=torch.long)
 
 
-def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
+def feature_key(encoder: ImageEncoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
     """The cache key: every input that determines the features."""
     return {
         "version": FEATURES_VERSION,
@@ -64,7 +64,7 @@ def feature_key(encoder: Encoder, dataset: "Dataset", split: str, transform: Ima
     }
 
 
-def encode_images(encoder: Encoder, images: Iterable[Image.Image], *, transform: ImageTransform | None = None,
+def encode_images(encoder: ImageEncoder, images: Iterable[Image.Image], *, transform: ImageTransform | None = None,
                   bar=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """RGB PIL images -> (joint (N, D), visual (N, Dv) or None), encoded `encoder.batch_size` at a
     time under inference_mode; `images` may be a lazy iterable (only one batch is decoded at once).
@@ -88,7 +88,7 @@ def encode_images(encoder: Encoder, images: Iterable[Image.Image], *, transform:
     return torch.cat(joint_rows), (torch.cat(visual_rows) if visual_rows else None)
 
 
-def _encode_indices(encoder: Encoder, dataset: "Dataset", indices, transform, progress: bool, label: str):
+def _encode_indices(encoder: ImageEncoder, dataset: "Dataset", indices, transform, progress: bool, label: str):
     bar = tqdm(total=len(indices), desc=label, unit="img", disable=not progress, leave=False)
     try:
         return encode_images(encoder, (dataset.image(int(i)) for i in indices), transform=transform, bar=bar)
@@ -97,7 +97,7 @@ def _encode_indices(encoder: Encoder, dataset: "Dataset", indices, transform, pr
 
 
 def extract_features(
-    encoder: Encoder,
+    encoder: ImageEncoder,
     dataset: "Dataset",
     split: str,
     *,

@@ -7,6 +7,13 @@ set to what the store reads back. If the store moved on meanwhile (another proce
 memory: its version changed) nothing is written; the memory reloads and the request runs again.
 Any other failure while recording also reloads, so RAM never holds what the store does not.
 
+A method that learns tensors on the support (dmn's biases, tip-adapter-f's keys, linear-probe's
+weights) trains once per support set: its `state_dict()` is kept in the store's learned_states
+under `support_fingerprint` (method, full configuration, encoder, text classifier, the static
+rows and their classes), and every later rebuild with the same fingerprint (a restart, another
+process's write to the test-time banks, a refresh) restores it instead of training again. A
+changed support (an upload, a deleted source, a rollback) has another fingerprint and trains.
+
     store = Store("site.sqlite")
     memory_id = create_memory(store, load_encoder("conse"), "conse", classnames, templates, "dmn-tf")
     live = LiveMemory(store, memory_id)
@@ -17,10 +24,15 @@ Any other failure while recording also reloads, so RAM never holds what the stor
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
 import math
+import sqlite3
 import threading
 import time
 from collections import deque
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -32,6 +44,9 @@ from genba.store import banks as bank_io
 from genba.store.codec import roundtrip
 from genba.store.db import STATIC, Entries, Receipt, Rejection, StaleMemory, Store, UnusableMemory, Write
 from genba.store.spec import MemorySpec
+
+log = logging.getLogger(__name__)
+LEARNED_FORMAT = "genba-learned-v1"
 
 
 def create_memory(store: Store, encoder, encoder_spec: str, classnames: list[str], templates: list[str],
@@ -76,15 +91,56 @@ def encode_images(encoder, images: list) -> torch.Tensor:
     return features.encode_images(encoder, images)[0]
 
 
-def build_method(spec: MemorySpec, text, state: dict, entries: Entries):
+def static_rows(entries: Entries) -> list[int]:
+    """Positions of the labelled support rows among a memory's entries, in write order."""
+    return [i for i, b in enumerate(entries.banks) if b == STATIC]
+
+
+def support_fingerprint(spec: MemorySpec, text, entries: Entries) -> str:
+    """sha256 of everything a trained method's learned tensors depend on: the method and its full
+    configuration (defaults included), the encoder, the text classifier and the static rows with
+    their classes, in order. Equal fingerprints -> a seeded fit would learn the same tensors."""
+    static = static_rows(entries)
+    config = asdict(make_config(spec.method, spec.hyperparameters))
+    head = {"format": LEARNED_FORMAT, "method": spec.method, "config": config, "encoder": spec.encoder_provenance,
+            "classes": spec.num_classes, "has_text": spec.has_text}
+    digest = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    digest.update(np.ascontiguousarray(text, dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(entries.feats.reshape(len(entries.banks), -1)[static], dtype="<f4").tobytes())
+    digest.update(np.ascontiguousarray(entries.classes[static], dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def encode_learned(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous().float() for k, v in tensors.items()}, metadata={"format": LEARNED_FORMAT})
+
+
+def decode_learned(blob: bytes | None) -> dict[str, torch.Tensor] | None:
+    """safetensors bytes -> tensors, or None for a missing or unreadable blob (the method then trains)."""
+    if blob is None:
+        return None
+    from safetensors.torch import load
+
+    try:
+        return load(blob)
+    except Exception as error:  # noqa: BLE001 - a damaged cache row is retrained, never trusted
+        log.warning("stored learned state unreadable (%s): training again", error)
+        return None
+
+
+def build_method(spec: MemorySpec, text, state: dict, entries: Entries, *, learned: dict | None = None):
     """The method a memory's entries define (fit on the static bank, banks refilled), or None
-    while a method that needs labelled support has none; raises on entries the method cannot hold."""
+    while a method that needs labelled support has none; raises on entries the method cannot hold.
+    `learned`: the method's state_dict() from an earlier fit with the same support_fingerprint,
+    restored instead of training."""
     method = create_method(spec.method, **spec.hyperparameters)
-    static = [i for i, b in enumerate(entries.banks) if b == STATIC]
+    static = static_rows(entries)
     text_t = torch.from_numpy(np.asarray(text, dtype=np.float32)) if spec.has_text else None
     if static:
         method.fit(text_t, Feats(torch.from_numpy(entries.feats[static])), torch.from_numpy(entries.classes[static]),
-                   num_classes=spec.num_classes)
+                   num_classes=spec.num_classes, learned=learned)
     elif text_t is None:
         return None  # without text every method waits for labelled support
     elif not method.needs_support:
@@ -140,12 +196,42 @@ class LiveMemory:
         with self.lock:
             version, spec, text, state, entries = self.store.load(self.id)
             try:
-                method, broken = build_method(spec, text, state, entries), None
+                method, broken = self._build(spec, text, state, entries), None
             except Exception as error:  # noqa: BLE001 - the reason is kept and shown, never swallowed
                 method = None
                 broken = (f"memory {self.id} cannot be rebuilt from the store ({type(error).__name__}: {str(error)[:200]}); "
                           "inspect, export, roll it back or delete sources, or create a new memory")
             self.spec, self.method, self.version, self.broken = spec, method, version, broken
+
+    def _build(self, spec: MemorySpec, text, state: dict, entries: Entries):
+        """build_method, restoring learned tensors kept for this support (the last trial fit in RAM,
+        else the store) and keeping newly trained ones in the store."""
+        if not static_rows(entries):
+            return build_method(spec, text, state, entries)
+        fingerprint = support_fingerprint(spec, text, entries)
+        candidate = getattr(self, "_trial", None)
+        learned = candidate[1] if candidate and candidate[0] == fingerprint else None
+        from_store = learned is None
+        if from_store:
+            learned = decode_learned(self.store.learned_state(self.id, fingerprint))
+        method = None
+        if learned is not None:
+            try:
+                method = build_method(spec, text, state, entries, learned=learned)
+            except GenbaError as error:  # stored tensors that do not fit this method: train again
+                log.warning("memory %s: stored learned state refused (%s); training again", self.id, error)
+                learned, from_store = None, True
+        if method is None:
+            method = build_method(spec, text, state, entries)
+        self._trial = None
+        tensors = method.state_dict() if method is not None else {}
+        if tensors and (learned is None or not from_store):
+            sources = [entries.sources[i] for i in static_rows(entries)]
+            try:
+                self.store.put_learned_state(self.id, fingerprint, encode_learned(tensors), sources)
+            except (sqlite3.Error, GenbaError) as error:  # a cache: the memory works without it
+                log.warning("memory %s: could not keep the learned state (%s)", self.id, error)
+        return method
 
     def refresh(self) -> None:
         """Reload if another writer changed the memory in the store (or the last rebuild failed)."""
@@ -170,12 +256,14 @@ class LiveMemory:
             labels = [int(c) for c in labels]
             trial = with_support(entries, roundtrip(feats, spec.feature_format), labels, source_ids)
             try:
-                build_method(spec, text, state, trial)
+                fitted = build_method(spec, text, state, trial)
             except GenbaError as error:
                 raise GenbaError(f"support refused, nothing stored: {error}") from None
             except Exception as error:
                 raise GenbaError(f"support refused, nothing stored: method {spec.method!r} cannot be fit on it "
                                  f"({type(error).__name__}: {str(error)[:200]})") from None
+            tensors = fitted.state_dict() if fitted is not None else {}
+            self._trial = (support_fingerprint(spec, text, trial), tensors) if tensors else None  # not trained twice
             receipt = self.store.add_entries(self.id, STATIC, feats, labels, source_ids)
             self.rebuild()
             if self.broken:

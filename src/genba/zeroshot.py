@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 
 from genba.cache import TensorCache
-from genba.encoders.base import Encoder, l2_normalize
+from genba.encoders.base import TextEncoder, VisionLanguageEncoder, l2_normalize
 from genba.errors import GenbaError
 
 LOGIT_SCALE = 100.0
 
 
-def text_classifier(encoder: Encoder, classnames: list[str], templates: list[str]) -> torch.Tensor:
+def text_classifier(encoder: TextEncoder, classnames: list[str], templates: list[str]) -> torch.Tensor:
     """(C, D) normalized class text vectors: template-averaged embeddings of each class name."""
     if not encoder.has_text:
         raise GenbaError(f"encoder '{encoder.name}' has no text tower: zero-shot needs a vision-language model (e.g. conse, or hf:<CLIP or SigLIP dir>)")
@@ -27,7 +27,7 @@ def text_classifier(encoder: Encoder, classnames: list[str], templates: list[str
     return l2_normalize(per_class.mean(dim=1))  # (C, D)
 
 
-def cached_text_classifier(encoder: Encoder, classnames: list[str], templates: list[str], cache: TensorCache | None) -> torch.Tensor:
+def cached_text_classifier(encoder: TextEncoder, classnames: list[str], templates: list[str], cache: TensorCache | None) -> torch.Tensor:
     """`text_classifier`, stored in `cache` under (encoder provenance, names, templates)."""
     if cache is None:
         return text_classifier(encoder, classnames, templates)
@@ -45,7 +45,7 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 100.0 * (logits.argmax(dim=-1) == labels).float().mean().item()
 
 
-def evaluate_zeroshot(encoder: Encoder, dataset, split: str = "test", *, cache: TensorCache | None = None, progress: bool = True) -> dict:
+def evaluate_zeroshot(encoder: VisionLanguageEncoder, dataset, split: str = "test", *, cache: TensorCache | None = None, progress: bool = True) -> dict:
     """Zero-shot top-1 of `encoder` on `dataset`'s `split`, with chance and majority levels."""
     from genba.features import extract_features
 

@@ -5,7 +5,7 @@ A spec is `kind` or `kind:argument`. Kinds register themselves with `@register_e
 
 from __future__ import annotations
 
-from genba.encoders.base import Encoder, l2_normalize
+from genba.encoders.base import Encoder, ImageEncoder, TextEncoder, VisionLanguageEncoder, l2_normalize
 from genba.errors import GenbaError
 from genba.registry import Registry
 
@@ -28,8 +28,9 @@ def encoder_kinds() -> dict[str, str]:
     return {e.name: e.summary for e in sorted(ENCODERS.entries(), key=lambda e: e.name)}
 
 
-def load_encoder(spec: str) -> Encoder:
-    """Build the encoder named by `spec` ("conse", "tiny", "hf:<dir>")."""
+def load_encoder(spec: str) -> ImageEncoder:
+    """Build the encoder named by `spec` ("conse", "tiny", "hf:<dir>"): a VisionLanguageEncoder, or an
+    ImageEncoder for a vision-only checkpoint (`encoder.has_text` tells)."""
     _ensure_builtin_kinds()
     kind, _, argument = spec.partition(":")
     if kind not in ENCODERS:
@@ -38,4 +39,4 @@ def load_encoder(spec: str) -> Encoder:
     return ENCODERS.get(kind)(argument or None)
 
 
-__all__ = ["Encoder", "encoder_kinds", "l2_normalize", "load_encoder", "register_encoder"]
+__all__ = ["Encoder", "ImageEncoder", "TextEncoder", "VisionLanguageEncoder", "encoder_kinds", "l2_normalize", "load_encoder", "register_encoder"]

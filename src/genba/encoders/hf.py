@@ -7,7 +7,7 @@ Supported `model_type`s (from the directory's config.json):
     siglip  SiglipModel + its tokenizer (text padded to max_length, no attention mask, as SigLIP
             was trained). Joint space: the normalized pooled (attention-pool head) embeds. Visual
             features: the mean of the final patch tokens before the pooling head.
-    dinov2  Dinov2Model, vision only (`has_text` is False). Joint embedding: the normalized CLS
+    dinov2  Dinov2Model, vision only: an ImageEncoder (`has_text` is False). Joint embedding: the normalized CLS
             (pooler) feature; visual features: the same CLS feature, un-normalized.
 
 Everything is offline: transformers is called with local_files_only=True and nothing is
@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from genba.encoders import register_encoder
-from genba.encoders.base import Encoder, file_sha256, l2_normalize
+from genba.encoders.base import ImageEncoder, VisionLanguageEncoder, file_sha256, l2_normalize
 from genba.encoders.hf_preprocess import ImageTransform, _one_line, _read_image_processor_config, _read_json, build_image_transform
 from genba.errors import GenbaError
 
@@ -79,8 +79,9 @@ def cached_file_sha256(path: Path) -> str:
     return digest
 
 
-class HFEncoder(Encoder):
-    """A CLIP, SigLIP or DINOv2 checkpoint loaded from a local Hugging Face directory."""
+class HFImageEncoder(ImageEncoder):
+    """The vision tower of a CLIP, SigLIP or DINOv2 checkpoint from a local Hugging Face directory
+    (a DINOv2 checkpoint is only this)."""
 
     def __init__(
         self,
@@ -100,7 +101,6 @@ class HFEncoder(Encoder):
         self.model_type = model_type
         self.embed_dim = embed_dim
         self.visual_dim = visual_dim
-        self.has_text = tokenizer is not None
         self.transform = transform
         self._model = model
         self._tokenizer = tokenizer
@@ -143,12 +143,12 @@ class HFEncoder(Encoder):
         # Clone outside inference mode so callers get ordinary tensors (usable with autograd).
         return joint.clone(), visual.clone()
 
+
+
+class HFVisionLanguageEncoder(HFImageEncoder, VisionLanguageEncoder):
+    """A CLIP or SigLIP checkpoint: the vision tower plus its text tower, in one joint space."""
+
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        if self._tokenizer is None:
-            raise GenbaError(
-                f"{self.name} has no text tower ({self.model_type} is vision-only), so it cannot encode text; "
-                "use a CLIP or SigLIP checkpoint directory for zero-shot"
-            )
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -329,8 +329,9 @@ def _load_tokenizer(directory: Path, model_type: str, vocab_size: int):
     return tokenizer
 
 
-def load_hf_encoder(path: str | Path) -> HFEncoder:
-    """Load a CLIP / SigLIP / DINOv2 checkpoint directory (offline) as an `Encoder`."""
+def load_hf_encoder(path: str | Path) -> HFImageEncoder:
+    """Load a CLIP / SigLIP checkpoint directory (offline) as an HFVisionLanguageEncoder, a DINOv2
+    one as an HFImageEncoder."""
     directory = Path(path).expanduser()
     if not directory.exists():
         raise GenbaError(f"checkpoint directory '{directory}' does not exist: pass 'hf:<dir>' with a local Hugging Face model directory")
@@ -377,7 +378,8 @@ def load_hf_encoder(path: str | Path) -> HFEncoder:
     interpolate = model_type != "dinov2" and transform.output_size not in (None, (image_size, image_size))
 
     digest = _function_digest(weights_digest, raw_config, transform, directory, text_settings)
-    return HFEncoder(
+    kind = HFImageEncoder if tokenizer is None else HFVisionLanguageEncoder
+    return kind(
         directory=directory,
         model_type=model_type,
         model=model,
@@ -392,7 +394,7 @@ def load_hf_encoder(path: str | Path) -> HFEncoder:
 
 
 @register_encoder("hf", "a local Hugging Face CLIP / SigLIP / DINOv2 checkpoint ('hf:/path/to/dir'), offline")
-def _make_hf(argument: str | None) -> Encoder:
+def _make_hf(argument: str | None) -> HFImageEncoder:
     if not argument:
         raise GenbaError("the hf encoder needs a checkpoint directory: use 'hf:/path/to/checkpoint'")
     return load_hf_encoder(argument)

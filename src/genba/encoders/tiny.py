@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from genba.encoders import register_encoder
-from genba.encoders.base import Encoder, l2_normalize
+from genba.encoders.base import VisionLanguageEncoder, l2_normalize
 
 
-class TinyEncoder(Encoder):
+class TinyEncoder(VisionLanguageEncoder):
     """Deterministic random image/text embeddings; no weights on disk."""
 
     side = 16
@@ -61,5 +61,5 @@ class TinyEncoder(Encoder):
 
 
 @register_encoder("tiny", "deterministic random VLM for tests ('tiny' or 'tiny:<dim>')")
-def _make_tiny(argument: str | None) -> Encoder:
+def _make_tiny(argument: str | None) -> VisionLanguageEncoder:
     return TinyEncoder(embed_dim=int(argument) if argument else 32)

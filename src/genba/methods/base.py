@@ -90,7 +90,8 @@ class Method:
 
     # --------------------------------------------------------------------------- public API
     def fit(self, text_classifier: torch.Tensor | None, support: Feats | None = None, labels=None, *,
-            val: tuple[Feats, torch.Tensor] | None = None, num_classes: int | None = None) -> None:
+            val: tuple[Feats, torch.Tensor] | None = None, num_classes: int | None = None,
+            learned: dict[str, torch.Tensor] | None = None) -> None:
         """Build the method from the text classifier and (if it uses them) labelled support features.
 
         Args:
@@ -102,6 +103,9 @@ class Method:
             labels: (N,) class indices of the support features.
             val: optional (features, labels) from a validation split; only methods that select
                 something during training (tip-adapter-f's epoch) look at it. Never pass test.
+            learned: what `state_dict()` returned after an earlier fit on this very support and
+                configuration: the learned tensors are restored instead of trained again (how the
+                live memory reloads a trained method from the store). Shapes are checked.
         """
         if text_classifier is None:
             if not self.works_without_text():
@@ -130,6 +134,10 @@ class Method:
         self.text, self.num_classes, self.space, self._fit_space = text, C, space, space
         self.joint_dim, self.fitted = dj, True
         self._fit(sj, sc, y, val)
+        if learned is None:
+            self._train(sj, sc, y, val)
+        else:
+            self.load_state_dict(learned)
 
     def predict_stream(self, queries: Feats, order=None) -> torch.Tensor:
         """Class probabilities (N, C) in the input order; test-time methods adapt in `order`.
@@ -180,7 +188,13 @@ class Method:
 
     # -------------------------------------------------------------------------- subclass hooks
     def _fit(self, sj, sc, y, val) -> None:
-        """sj (N, V, Dt), sc (N, V, Dc) unit features (sc is sj when the cache is joint), y (N,)."""
+        """Build the method: sj (N, V, Dt), sc (N, V, Dc) unit features (sc is sj when the cache is
+        joint), y (N,). Methods that learn tensors create them here at their untrained values, so
+        `state_dict()` already has the keys and shapes `load_state_dict` checks against."""
+
+    def _train(self, sj, sc, y, val) -> None:
+        """Learn the tensors `state_dict()` returns (through genba.train.fit); skipped when `fit`
+        is given `learned`. No-op for methods that learn nothing."""
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

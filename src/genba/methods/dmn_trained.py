@@ -60,7 +60,7 @@ class BiasObjective(Objective):
     def __init__(self, method: "DMNTrained", support: SupportData) -> None:
         super().__init__()
         self.method, self.support = method, support
-        self.biases = DMNBiases(method.num_classes, support.sc.shape[2], support.sj.shape[2])
+        self.biases = method.biases  # trained in place
 
     def forward(self, batch) -> torch.Tensor:
         sj, sc, y = self.support.one_view(batch["i"])
@@ -78,8 +78,10 @@ class DMNTrained(DMNTrainingFree):
     def _fit(self, sj, sc, y, val) -> None:
         self.biases, self._static_kv, self._dynamic_kv = None, None, None
         super()._fit(sj, sc, y, val)
+        self.biases = DMNBiases(self.num_classes, sc.shape[2], sj.shape[2])  # zeros: dmn-tf exactly
+
+    def _train(self, sj, sc, y, val) -> None:
         objective = BiasObjective(self, SupportData(sj, sc, y))
-        self.biases = objective.biases
         fit(objective, objective.support.rows(), self.config.train, progress=False, desc="dmn")
         self.biases.requires_grad_(False)
         self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
@@ -90,6 +92,7 @@ class DMNTrained(DMNTrainingFree):
 
     def _load_state(self, state) -> None:
         self.biases.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items()})
+        self.biases.requires_grad_(False)
         self._static_kv, self._dynamic_kv = self._biased_rows(self.static), None
 
     def _dynamic_rows(self, memory) -> tuple[torch.Tensor, torch.Tensor]:

@@ -79,6 +79,9 @@ class LinearProbe(Method):
     shown_hyperparameters = ("l2",)
 
     def _fit(self, sj, sc, y, val) -> None:
+        self.weight, self.bias = torch.zeros(self.num_classes, sc.shape[2]), torch.zeros(self.num_classes)
+
+    def _train(self, sj, sc, y, val) -> None:
         objective = LogisticObjective(sc[:, 0].contiguous(), y, self.num_classes)
         fit(objective, TensorData(i=torch.arange(len(y))), self.config.train, callbacks=[L2Penalty(self.config.l2)],
             progress=False, desc="linear-probe")

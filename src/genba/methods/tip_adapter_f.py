@@ -70,8 +70,7 @@ class TipAdapterF(TipAdapter):
 
     config_cls = TipAdapterFConfig
 
-    def _fit(self, sj, sc, y, val) -> None:
-        super()._fit(sj, sc, y, val)
+    def _train(self, sj, sc, y, val) -> None:
         checked_val = None
         if val is not None:
             vj, vc, vspace = self._split(val[0], self.text.shape[1], "validation features")

@@ -24,7 +24,7 @@ import numpy as np
 from genba.errors import GenbaError
 from genba.store import ops
 from genba.store.codec import decode_rows, encode_rows
-from genba.store.records import Entries, Receipt, Rejection, StaleMemory, UnusableMemory, Write
+from genba.store.records import Entries, Receipt, Rejection, StaleMemory, UnusableMemory, Write  # noqa: F401  (UnusableMemory re-exported)
 from genba.store.schema import connect
 from genba.store.spec import MemorySpec
 
@@ -99,7 +99,7 @@ class Store:
         with self.transaction() as conn:
             for table in ("snapshot_entries WHERE snapshot_id IN (SELECT id FROM snapshots WHERE memory_id = ?)",
                           "snapshots WHERE memory_id = ?", "entries WHERE memory_id = ?", "writes WHERE memory_id = ?",
-                          "memories WHERE id = ?"):
+                          "learned_states WHERE memory_id = ?", "memories WHERE id = ?"):
                 conn.execute(f"DELETE FROM {table}", (memory_id,))
         ops.scrub(self._conn())
 
@@ -201,6 +201,23 @@ class Store:
             removed = ops.retain(conn, memory_id, spec, now)
             version = ops.bump(conn, memory_id)
         return Receipt(version, ids, outcomes, removed)
+
+    def put_learned_state(self, memory_id: str, fingerprint: str, tensors: bytes, sources: list[str]) -> None:
+        """Keep a trained method's learned tensors (safetensors bytes) for the support `fingerprint`
+        names, replacing the memory's previous ones; `sources` are that support's source ids. The
+        memory's version does not change: this is a cache of what its entries determine."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone() is None:
+                raise GenbaError(f"no memory {memory_id!r} in this store")
+            conn.execute("INSERT OR REPLACE INTO learned_states(memory_id, fingerprint, created, sources, tensors) "
+                         "VALUES (?, ?, ?, ?, ?)", (memory_id, fingerprint, time.time(), json.dumps(sorted(set(sources))),
+                                                    sqlite3.Binary(tensors)))
+
+    def learned_state(self, memory_id: str, fingerprint: str) -> bytes | None:
+        """The learned tensors stored for this support fingerprint, or None (then the method trains)."""
+        row = self._conn().execute("SELECT tensors FROM learned_states WHERE memory_id = ? AND fingerprint = ?",
+                                   (memory_id, fingerprint)).fetchone()
+        return None if row is None else bytes(row[0])
 
     # ------------------------------------------------------------------------------ reading
     def entries(self, memory_id: str) -> Entries:

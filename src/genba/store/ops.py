@@ -111,7 +111,8 @@ def rollback(conn: sqlite3.Connection, memory_id: str, snapshot_id: int, now: fl
 
 
 def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | None, now: float) -> dict:
-    """Remove a source's entries and snapshot copies and redact it from the log (one memory or all)."""
+    """Remove a source's entries, snapshot copies and the learned tensors trained on it, and redact it
+    from the log (one memory or all)."""
     where, args = ("source_id = ?", [source_id]) if memory_id is None else ("source_id = ? AND memory_id = ?", [source_id, memory_id])
     hits = conn.execute(f"SELECT id, memory_id FROM entries WHERE {where}", args).fetchall()
     remove(conn, [i for i, _ in hits], "deleted", now, redact=True)
@@ -119,6 +120,9 @@ def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | Non
     copies = conn.execute(f"DELETE FROM snapshot_entries WHERE source_id = ?{snap_filter}",
                           [source_id] + ([] if memory_id is None else [memory_id])).rowcount
     conn.execute(f"UPDATE writes SET source_id = NULL WHERE {where}", args)
+    learned_filter = "" if memory_id is None else " AND memory_id = ?"
+    conn.execute("DELETE FROM learned_states WHERE EXISTS (SELECT 1 FROM json_each(learned_states.sources) "
+                 f"WHERE value = ?){learned_filter}", [source_id] + ([] if memory_id is None else [memory_id]))
     for touched in {m for _, m in hits}:
         bump(conn, touched)
     return {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits})}

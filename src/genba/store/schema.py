@@ -9,7 +9,12 @@ and a busy timeout, so writers from several threads and processes queue instead 
 
 Tables: memories (spec JSON, text classifier float32 blob, hashed API token, version counter,
 method state JSON), entries (bank, class, slot, source id, entropy, time, feature blob, payload),
-writes (the write log), snapshots and snapshot_entries (full copies of entries at a snapshot).
+writes (the write log), snapshots and snapshot_entries (full copies of entries at a snapshot),
+learned_states (a trained method's learned tensors, e.g. DMN's biases, as safetensors bytes, keyed
+by a fingerprint of the support they were trained on, with the source ids of that support so that
+deleting a source also deletes what was learned from it). learned_states is a cache: a memory
+whose fingerprint has no row trains again, and exports do not carry it. It is created on open in
+files written before it existed (no schema version change: older genba ignores the table).
 """
 
 from __future__ import annotations
@@ -85,6 +90,16 @@ CREATE TABLE snapshot_entries (
 CREATE INDEX snapshot_entries_by_source ON snapshot_entries(source_id);
 """
 
+LEARNED_STATES = """
+CREATE TABLE IF NOT EXISTS learned_states (
+    memory_id TEXT PRIMARY KEY REFERENCES memories(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL,
+    sources TEXT NOT NULL,
+    tensors BLOB NOT NULL
+)
+"""
+
 
 def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open (and with `create`, initialise) the store at `path`; autocommit mode, checked version."""
@@ -112,6 +127,8 @@ def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: 
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("PRAGMA foreign_keys=ON")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'learned_states'").fetchone() is None:
+            conn.execute(LEARNED_STATES)  # files from before the table existed
     except sqlite3.OperationalError as error:
         conn.close()
         if "locked" in str(error) or "busy" in str(error):
