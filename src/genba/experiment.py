@@ -6,23 +6,36 @@
     writer = ResultWriter("adapt", "bench/results")
     writer.markdown("title", body); writer.json({"rows": [r.to_dict() for r in records]})  # with the command
 
-Also `cap_split` (a fixed seeded subset of a test split, the same images for every method
-and seed); `Features.rows_of` finds dataset indices in a feature split.
+Tables over the records (`Summary`: per dataset a methods x shots table of per-seed values,
+the mean over datasets taken per seed, cells "m ± s"), a results file that grows over runs
+(`ResultLog`: merge with the rows and commands already there, progress saved as it goes), and
+`cap_split` (a fixed seeded subset of a test split, the same images for every method and seed);
+`Features.rows_of` finds dataset indices in a feature split.
+
+    s = Summary(lambda ds, m, k: per_seed(select(records, dataset=ds, method=m, shots=k)), datasets, methods, shots)
+    s.add_mean("mean over datasets", datasets)
+    text = s.sections([f"{k}-shot" for k in shots])      # "### <dataset>" + table, per group
 """
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import math
 import os
 import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from genba.cache import atomic_write_bytes
-from genba.report import write_json
+from genba.errors import GenbaError
+from genba.report import markdown_table, write_json
 
 
 def sweep(**axes) -> list[dict]:
@@ -63,15 +76,82 @@ class RunRecord:
         rest = {k: v for k, v in result.items() if k not in known}
         return cls(**known, extra={**rest, **extra})
 
+    @classmethod
+    def from_dict(cls, row: dict) -> "RunRecord":
+        """A row of a results file: a `to_dict()` (it has "extra") or a raw result dict."""
+        return cls(**row) if "extra" in row else cls.from_result(row)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def get(self, key: str):
+        """A field, or else an extra key (None when the record lacks it)."""
+        return getattr(self, key) if key in self.__dataclass_fields__ else self.extra.get(key)
 
 
 def select(records: list[RunRecord], **where) -> list[RunRecord]:
     """Records whose fields (or extra keys) equal every given value."""
-    def value(r, k):
-        return getattr(r, k) if hasattr(r, k) else r.extra.get(k)
-    return [r for r in records if all(value(r, k) == v for k, v in where.items())]
+    return [r for r in records if all(r.get(k) == v for k, v in where.items())]
+
+
+def per_seed(records: list[RunRecord], metric: str = "top1") -> dict[int, float | None]:
+    """seed -> the mean of `metric` over that seed's records (one run, or e.g. its corruptions);
+    None for a seed where a record lacks the metric. Seeds in the order they first appear."""
+    by: dict[int, list] = {}
+    for r in records:
+        by.setdefault(r.seed, []).append(r.get(metric))
+    return {seed: None if None in v else statistics.mean(v) for seed, v in by.items()}
+
+
+def format_cell(values: dict[int, float | None], missing: str = "n/a") -> str:
+    """A `Summary` cell as 'm ± s' over its seeds; `missing` where it did not run or a seed lacks the metric."""
+    return missing if not values or None in values.values() else format_mean_std(list(values.values()))
+
+
+def _mean_over(cells: list[dict]) -> dict[int, float | None]:
+    """Per seed (those every cell has), the mean over the cells; {} unless every cell ran."""
+    if not cells or not all(cells):
+        return {}
+    seeds = [s for s in cells[0] if all(s in c for c in cells)]
+    return {s: None if any(c[s] is None for c in cells) else statistics.mean(c[s] for c in cells) for s in seeds}
+
+
+class Summary:
+    """Per group (a dataset), a rows x columns table (methods x shots) of per-seed values, and means over groups.
+
+    `cell(group, row, column)` gives a cell as {seed: value} ({} where it did not run, value None
+    where a run lacks the metric; `per_seed` makes one from records). A mean over groups is taken
+    per seed (the seeds every group ran), so its '± s' is the spread over seeds of the mean, not of
+    the groups. Tables keep the order of `rows` and of the groups as added.
+    """
+
+    def __init__(self, cell: Callable, groups: list, rows: list, columns: list) -> None:
+        self.rows, self.columns = list(rows), list(columns)
+        self.tables = {g: {r: [cell(g, r, c) for c in self.columns] for r in self.rows} for g in groups}
+
+    def complete(self) -> list:
+        """The groups where every cell ran."""
+        return [g for g, table in self.tables.items() if all(c for line in table.values() for c in line)]
+
+    def add_mean(self, name: str, groups: list) -> None:
+        """A table `name`: per row and column, the per-seed mean over the tables of `groups`."""
+        self.tables[name] = {r: [_mean_over([self.tables[g][r][i] for g in groups]) for i in range(len(self.columns))]
+                             for r in self.rows}
+
+    def curve(self, group, row) -> list[float]:
+        """One row's mean over seeds per column (nan where the cell is missing): a line to plot."""
+        return [statistics.mean(v.values()) if v and None not in v.values() else math.nan
+                for v in self.tables[group][row]]
+
+    def markdown(self, group, headers: list[str], corner: str = "method") -> str:
+        """The table of `group`: a header per column, cells 'm ± s' (format_cell)."""
+        return markdown_table([corner] + list(headers),
+                              [[r] + [format_cell(v) for v in self.tables[group][r]] for r in self.rows])
+
+    def sections(self, headers: list[str], heading: str = "### {}", groups: list | None = None, corner: str = "method") -> str:
+        """`heading` (formatted with the group) and the table, for every group (or those given)."""
+        return "\n\n".join(f"{heading.format(g)}\n\n" + self.markdown(g, headers, corner)
+                           for g in (self.tables if groups is None else groups))
 
 
 def command_line() -> str:
@@ -96,6 +176,77 @@ class ResultWriter:
         path = self.directory / f"{self.name}.md"
         atomic_write_bytes(path, f"# {title}\n\nCommand: `{self.command}`{took}\n\n{body}\n".encode())
         return path
+
+    def figure(self, fig, suffix: str = "", **savefig) -> Path:
+        """Save a matplotlib figure as <name><suffix>.png (savefig's keywords, e.g. dpi), atomically; closes it."""
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", **savefig)
+        plt.close(fig)
+        path = self.directory / f"{self.name}{suffix}.png"
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+
+class ResultLog:
+    """A results JSON that grows over runs: its RunRecord rows, the commands that made them and each
+    command's seconds. Every `add` rewrites the file whole (atomically), so a run that crashes leaves
+    the rows added so far; `finish` records this command's time.
+
+        log = ResultLog(writer)                                  # a fresh file
+        log = ResultLog(writer, keep=lambda r: r.method != "dmn")   # merge: the file's rows `keep` accepts,
+                                                                 # its commands, then this one
+        log = ResultLog.read(writer)                             # the file as it is (rebuild tables only)
+        log.add(records); ...; log.finish()
+
+    The JSON: {"command": the latest, "commands": [...], "seconds": [... or None], "rows": [...]};
+    an older file with one "command" and no "seconds" reads as one command of unrecorded time.
+    """
+
+    def __init__(self, writer: ResultWriter, keep: Callable[[RunRecord], bool] | None = None) -> None:
+        self.writer, self._start = writer, time.perf_counter()
+        self.rows: list[RunRecord] = []
+        self.commands: list[str] = [writer.command]
+        self.seconds: list[int | None] = [None]
+        if keep is not None and self.path.exists():
+            rows, commands, seconds = self._load()
+            self.rows = [r for r in rows if keep(r)]
+            self.commands, self.seconds = commands + self.commands, seconds + self.seconds
+
+    @property
+    def path(self) -> Path:
+        return self.writer.directory / f"{self.writer.name}.json"
+
+    @classmethod
+    def read(cls, writer: ResultWriter) -> "ResultLog":
+        """The file's rows and commands, nothing added; writer.command becomes its latest command."""
+        log = cls.__new__(cls)
+        log.writer, log._start = writer, time.perf_counter()
+        if not log.path.exists():
+            raise GenbaError(f"no results file {log.path}: run the benchmark once without --tables-only to write it")
+        log.rows, log.commands, log.seconds = log._load()
+        writer.command = log.commands[-1]
+        return log
+
+    def _load(self) -> tuple[list[RunRecord], list[str], list]:
+        old = json.loads(self.path.read_text())
+        commands = old.get("commands", [old["command"]])
+        return [RunRecord.from_dict(r) for r in old["rows"]], commands, old.get("seconds", [None] * len(commands))
+
+    def add(self, records: list[RunRecord]) -> None:
+        """Append rows and save (progress that survives a crash)."""
+        self.rows += records
+        self.save()
+
+    def finish(self) -> None:
+        """This command's wall time (whole seconds since the log was made), saved."""
+        self.seconds[-1] = round(time.perf_counter() - self._start)
+        self.save()
+
+    def save(self) -> Path:
+        return self.writer.json({"commands": self.commands, "seconds": self.seconds,
+                                 "rows": [r.to_dict() for r in self.rows]})
 
 
 def cap_split(features, max_n: int | None, seed: int = 0):
