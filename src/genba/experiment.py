@@ -94,39 +94,33 @@ def select(records: list[RunRecord], **where) -> list[RunRecord]:
     return [r for r in records if all(r.get(k) == v for k, v in where.items())]
 
 
-def per_seed(records: list[RunRecord], metric: str = "top1") -> dict[int, float | None]:
-    """seed -> the mean of `metric` over that seed's records (one run, or e.g. its corruptions);
-    None for a seed where a record lacks the metric. Seeds in the order they first appear."""
+def per_seed(records: list[RunRecord], metric: str = "top1") -> dict[int, list]:
+    """seed -> that seed's values of `metric` (one run, or e.g. one per corruption; None where a record
+    lacks it), seeds in the order they first appear: a `Summary` cell."""
     by: dict[int, list] = {}
     for r in records:
         by.setdefault(r.seed, []).append(r.get(metric))
-    return {seed: None if None in v else statistics.mean(v) for seed, v in by.items()}
+    return by
 
 
 def format_cell(values: dict[int, float | None], missing: str = "n/a") -> str:
-    """A `Summary` cell as 'm ± s' over its seeds; `missing` where it did not run or a seed lacks the metric."""
+    """Per-seed values as 'm ± s' over the seeds; `missing` where none ran or a seed lacks the metric."""
     return missing if not values or None in values.values() else format_mean_std(list(values.values()))
-
-
-def _mean_over(cells: list[dict]) -> dict[int, float | None]:
-    """Per seed (those every cell has), the mean over the cells; {} unless every cell ran."""
-    if not cells or not all(cells):
-        return {}
-    seeds = [s for s in cells[0] if all(s in c for c in cells)]
-    return {s: None if any(c[s] is None for c in cells) else statistics.mean(c[s] for c in cells) for s in seeds}
 
 
 class Summary:
     """Per group (a dataset), a rows x columns table (methods x shots) of per-seed values, and means over groups.
 
-    `cell(group, row, column)` gives a cell as {seed: value} ({} where it did not run, value None
-    where a run lacks the metric; `per_seed` makes one from records). A mean over groups is taken
-    per seed (the seeds every group ran), so its '± s' is the spread over seeds of the mean, not of
-    the groups. Tables keep the order of `rows` and of the groups as added.
+    `cell(group, row, column)` gives {seed: [values]} ({} where it did not run; `per_seed` makes
+    it from records); a seed's value is the `mean` of its list (None if one is None). A mean over
+    groups pools the groups' lists per seed (the seeds every group ran), so it weighs every run
+    alike (over datasets and corruptions) and its '± s' is the spread over seeds of that mean.
+    `mean` is statistics.mean (exact); a table first printed with numpy keeps np.mean, since the
+    summation order decides ties such as 19.35 at one decimal. Rows and groups keep their order.
     """
 
-    def __init__(self, cell: Callable, groups: list, rows: list, columns: list) -> None:
-        self.rows, self.columns = list(rows), list(columns)
+    def __init__(self, cell: Callable, groups: list, rows: list, columns: list, mean: Callable = statistics.mean) -> None:
+        self.rows, self.columns, self.mean = list(rows), list(columns), mean
         self.tables = {g: {r: [cell(g, r, c) for c in self.columns] for r in self.rows} for g in groups}
 
     def complete(self) -> list:
@@ -134,19 +128,31 @@ class Summary:
         return [g for g, table in self.tables.items() if all(c for line in table.values() for c in line)]
 
     def add_mean(self, name: str, groups: list) -> None:
-        """A table `name`: per row and column, the per-seed mean over the tables of `groups`."""
-        self.tables[name] = {r: [_mean_over([self.tables[g][r][i] for g in groups]) for i in range(len(self.columns))]
+        """A table `name`: per row and column, the groups' values pooled per seed ({} unless every group ran)."""
+        def pooled(cells):
+            if not cells or not all(cells):
+                return {}
+            return {s: [v for c in cells for v in c[s]] for s in cells[0] if all(s in c for c in cells)}
+        self.tables[name] = {r: [pooled([self.tables[g][r][i] for g in groups]) for i in range(len(self.columns))]
                              for r in self.rows}
+
+    def values(self, group, row, column) -> dict[int, float | None]:
+        """seed -> the cell's value (the mean of its runs; None if a run lacks the metric)."""
+        cell = self.tables[group][row][self.columns.index(column)]
+        return {s: None if None in v else self.mean(v) for s, v in cell.items()}
 
     def curve(self, group, row) -> list[float]:
         """One row's mean over seeds per column (nan where the cell is missing): a line to plot."""
-        return [statistics.mean(v.values()) if v and None not in v.values() else math.nan
-                for v in self.tables[group][row]]
+        out = []
+        for c in self.columns:
+            v = list(self.values(group, row, c).values())
+            out.append(statistics.mean(v) if v and None not in v else math.nan)
+        return out
 
     def markdown(self, group, headers: list[str], corner: str = "method") -> str:
-        """The table of `group`: a header per column, cells 'm ± s' (format_cell)."""
+        """The table of `group`: a header per column, cells 'm ± s' over seeds (format_cell)."""
         return markdown_table([corner] + list(headers),
-                              [[r] + [format_cell(v) for v in self.tables[group][r]] for r in self.rows])
+                              [[r] + [format_cell(self.values(group, r, c)) for c in self.columns] for r in self.rows])
 
     def sections(self, headers: list[str], heading: str = "### {}", groups: list | None = None, corner: str = "method") -> str:
         """`heading` (formatted with the group) and the table, for every group (or those given)."""
