@@ -18,8 +18,6 @@ Writes bench/results/adapt.{md,json,png}.
 
 from __future__ import annotations
 
-import json
-import statistics
 import time
 
 import torch
@@ -30,9 +28,9 @@ from genba.adapt import AdaptSpec, prepare, run_adapt
 from genba.cache import TensorCache
 from genba.data import load_dataset
 from genba.encoders import load_encoder
-from genba.experiment import ResultWriter, RunRecord, cap_split, format_mean_std, select, sweep
+from genba.experiment import ResultLog, ResultWriter, RunRecord, Summary, cap_split, per_seed, select, sweep
 from genba.methods import get_method, method_names
-from genba.report import markdown_table
+from genba.report import line_panels
 
 
 def uses_labels(method: str) -> bool:
@@ -62,62 +60,18 @@ def run_dataset(encoder, name, args, cache) -> list[RunRecord]:
     return records
 
 
-def cell(records, dataset, method, shots, selected, metric="top1") -> list[float | None]:
-    """`metric` over seeds of one table cell (label-free methods: their 0-shot runs); None where a row lacks it."""
-    chosen = selected if get_method(method).selection_grid else "fixed"
-    hits = select(records, dataset=dataset, method=method, selected_on=chosen, shots=shots if uses_labels(method) else 0)
-    return [r.top1 if metric == "top1" else r.extra.get(metric) for r in hits]
-
-
-def shown(values) -> str:
-    return "n/a" if not values or None in values else format_mean_std(values)
-
-
-def summarise(records, datasets, methods, shots, selected, metric="top1") -> tuple[str, dict]:
-    """Markdown table (method x shots, mean ± std over seeds) per dataset and the mean over datasets
-    (and, when some method lacks a dataset, the mean over the datasets every method ran)."""
-    complete = [d for d in datasets if all(cell(records, d, m, k, selected) for m in methods for k in shots)]
-    means = {"mean over datasets": datasets}
+def summarise(records, datasets, methods, shots, selected, metric="top1") -> Summary:
+    """Method x shots, mean ± std over seeds, per dataset and the mean over datasets (and, when some
+    method lacks a dataset, the mean over the datasets every method ran); label-free methods: their
+    0-shot runs, methods without a grid: their fixed runs."""
+    summary = Summary(lambda ds, m, k: per_seed(select(
+        records, dataset=ds, method=m, selected_on=selected if get_method(m).selection_grid else "fixed",
+        shots=k if uses_labels(m) else 0), metric), datasets, methods, shots)
+    complete = summary.complete()
+    summary.add_mean("mean over datasets", datasets)
     if complete != datasets:
-        means[f"mean over {', '.join(complete)} (every method ran)"] = complete
-    curves, parts = {}, []
-    for ds in datasets + list(means):
-        table = []
-        for method in methods:
-            line = []
-            for k in shots:
-                if ds in means:  # per seed, the mean over datasets
-                    per = [cell(records, d, method, k, selected, metric) for d in means[ds]]
-                    line.append([] if not all(per) else
-                                [None if None in v else statistics.mean(v) for v in zip(*per)])
-                else:
-                    line.append(cell(records, ds, method, k, selected, metric))
-            curves[(ds, method)] = [statistics.mean(v) if v and None not in v else float("nan") for v in line]
-            table.append([method] + [shown(v) for v in line])
-        parts.append(f"### {ds}\n\n" + markdown_table(["method"] + [f"{k}-shot" for k in shots], table))
-    return "\n\n".join(parts), curves
-
-
-def plot(curves: dict, datasets: list[str], methods: list[str], shots: list[int], path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = datasets + ["mean over datasets"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), squeeze=False)
-    for ax, ds in zip(axes[0], panels):
-        for method in methods:
-            ax.plot(shots, curves[(ds, method)], marker="o", label=method, linestyle="-" if uses_labels(method) else "--")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(shots, [str(k) for k in shots])
-        ax.set_title(ds)
-        ax.set_xlabel("shots per class")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("top-1 (%), hyperparameters chosen on val")
-    axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        summary.add_mean(f"mean over {', '.join(complete)} (every method ran)", complete)
+    return summary
 
 
 def main() -> None:
@@ -133,53 +87,43 @@ def main() -> None:
     torch.set_num_threads(1)  # per-query streams are tiny ops; two threads only spin on this CPU
     for m in args.methods:
         get_method(m)
-    encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
-    datasets = installed_datasets(args.datasets)
     writer = ResultWriter("adapt", RESULTS)
-    start, records, kept, commands, timings = time.perf_counter(), [], [], [writer.command], [None]
-    if (args.merge or args.tables_only) and (RESULTS / "adapt.json").exists():
-        old = json.loads((RESULTS / "adapt.json").read_text())
-        rows = [RunRecord(**r) if "extra" in r else RunRecord.from_result(r) for r in old["rows"]]
-        kept = [r for r in rows if not (r.method in args.methods and r.dataset in datasets)]
-        previous = old.get("commands", [old["command"]])
-        commands, timings = previous + commands, old.get("seconds", [None] * len(previous)) + timings
     if args.tables_only:  # nothing runs: the file's rows and commands as they are
-        kept, commands, timings, datasets = rows, commands[:-1], timings[:-1], []
-        writer.command = commands[-1]
-
-    def payload():
-        return {"commands": commands, "seconds": timings, "rows": [r.to_dict() for r in kept + records]}
-
-    for name in datasets:
-        records += run_dataset(encoder, name, args, cache)
-        writer.json(payload())  # progress survives a crash
-    if not args.tables_only:
-        timings[-1] = round(time.perf_counter() - start)
-    records = kept + records
-    datasets = list(dict.fromkeys(r.dataset for r in records))
-    methods = list(dict.fromkeys(r.method for r in records))
-    val_text, curves = summarise(records, datasets, methods, args.shots, "val")
-    fixed_text, _ = summarise(records, datasets, methods, args.shots, "fixed")
-    balanced_text, _ = summarise(records, datasets, methods, args.shots, "val", metric="balanced_accuracy")
-    plot(curves, datasets, methods, args.shots, RESULTS / "adapt.png")
+        log = ResultLog.read(writer)
+    else:
+        encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
+        ran = installed_datasets(args.datasets)
+        log = ResultLog(writer, keep=(lambda r: not (r.method in args.methods and r.dataset in ran)) if args.merge else None)
+        for name in ran:
+            log.add(run_dataset(encoder, name, args, cache))  # progress survives a crash
+        log.finish()
+    datasets = list(dict.fromkeys(r.dataset for r in log.rows))
+    methods = list(dict.fromkeys(r.method for r in log.rows))
+    headers = [f"{k}-shot" for k in args.shots]
+    val = summarise(log.rows, datasets, methods, args.shots, "val")
+    fixed = summarise(log.rows, datasets, methods, args.shots, "fixed")
+    balanced = summarise(log.rows, datasets, methods, args.shots, "val", metric="balanced_accuracy")
+    panels = {ds: {m: val.curve(ds, m) for m in methods} for ds in datasets + ["mean over datasets"]}
+    fig = line_panels(panels, args.shots, xlabel="shots per class", ylabel="top-1 (%), hyperparameters chosen on val",
+                      styles={m: {"linestyle": "-" if uses_labels(m) else "--"} for m in methods}, log2_x=True)
+    fig.tight_layout()
+    writer.figure(fig, dpi=110)
     grids = "\n".join(f"- `{m}`: " + ", ".join(f"{k} in {v}" for k, v in get_method(m).selection_grid.items())
                       for m in methods if get_method(m).selection_grid)
-    ran = "\n".join(f"- `{c}` ({'time not recorded' if t is None else f'{t} s'})" for c, t in zip(commands, timings))
+    ran = "\n".join(f"- `{c}` ({'time not recorded' if t is None else f'{t} s'})" for c, t in zip(log.commands, log.seconds))
     body = (
         "Commands, in order, with a warm feature cache (a `--merge` run replaced only the rows of its methods on the "
         f"datasets it ran):\n{ran}\n\n"
         f"Top-1 (%) on the test split (at most {args.max_test} images per dataset, a fixed seeded subset), mean ± std over seeds {args.seeds}. "
         "Methods without labels (zeroshot, tda, dmn-zs) do not depend on the shots.\n\n"
-        f"## Hyperparameters chosen on validation (16 images per class carved from train)\n\nGrids, fixed in advance:\n{grids}\n\n{val_text}\n\n"
+        f"## Hyperparameters chosen on validation (16 images per class carved from train)\n\nGrids, fixed in advance:\n{grids}\n\n"
+        f"{val.sections(headers)}\n\n"
         f"## Balanced accuracy (%), hyperparameters chosen on validation\n\nMean recall over the classes present in "
-        f"the test split; n/a where a row was produced before the metric existed.\n\n{balanced_text}\n\n"
-        f"## Fixed paper defaults (no selection)\n\n{fixed_text}\n\n![accuracy vs shots](adapt.png)"
+        f"the test split; n/a where a row was produced before the metric existed.\n\n{balanced.sections(headers)}\n\n"
+        f"## Fixed paper defaults (no selection)\n\n{fixed.sections(headers)}\n\n![accuracy vs shots](adapt.png)"
     )
     writer.markdown(f"Few-shot and test-time adaptation, encoder `{args.encoder}`, cache space `{args.space}`", body,
-                    seconds=timings[-1])
-    if not args.tables_only:
-        kept, records = records, []
-        writer.json(payload())
+                    seconds=log.seconds[-1])
     print(body)
 
 

@@ -13,27 +13,31 @@ extract_features with the corruption transform and the cache. Prototypes are the
 prototype as its class's anchor row; scale = T for every method. Rows, streamed in one seeded
 order: "source", tda and dmn-zs with paper defaults, each with the collapse guard off (paper)
 and on (GUARD, fixed before any test run), and "(val)" variants whose selection_grid point is
-chosen on the clean validation stream. Test labels only score. Writes <out>.md, .json, .png.
+chosen on the clean validation stream. Test labels only score. Writes <out>.md, .json, .png;
+`--tables-only` rebuilds <out>.md and .png from <out>.json (its recorded command's options), running nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shlex
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, base_parser, command_line, installed_datasets
+from _common import RESULTS, base_parser, installed_datasets
 
 from genba.cache import TensorCache
 from genba.data import load_dataset, train_val_split
 from genba.data.corruptions import corruption_names, corruption_transform
 from genba.encoders import l2_normalize, load_encoder
+from genba.experiment import ResultWriter, RunRecord, Summary, per_seed, select
 from genba.features import extract_features
 from genba.methods import Feats, create_method, get_method, select_on_val
 from genba.methods.prototypes import calibrate_temperature, class_prototypes
-from genba.report import markdown_table, write_json
+from genba.report import line_panels, markdown_table
 
 # Chosen before any corrupted test stream was run: the prior correction targets the failure
 # this scenario provokes (a corruption moves every feature the same way, so the source
@@ -128,38 +132,44 @@ def evaluate(encoder, cache, name: str, args) -> dict:
             "selection_tables": p["tables"], "guard_on_clean_val": p["guard_val"], "results": rows}
 
 
-def mean_top1(records, method, severity, datasets=None, key="top1") -> float:
-    """Mean of `key` over datasets and corruptions (severity 0 = clean) for one method."""
-    vals = [r[key] for d in records if datasets is None or d["dataset"] in datasets for r in d["results"]
-            if r["method"] == method and r["severity"] == severity]
-    return float(np.mean(vals))
+MEAN = "mean over datasets"
 
 
-def report(records, args, encoder, seconds) -> str:
-    """The markdown report: summary tables first, then every condition, then the selections."""
+def summary(records, seed: int, severities, key="top1") -> Summary:
+    """Method x severity (0 = clean), per dataset the mean of `key` over its corruptions, and the mean over datasets."""
+    rows = [RunRecord.from_result({**r, "dataset": d["dataset"], "seed": seed}) for d in records for r in d["results"]]
+    datasets = [d["dataset"] for d in records]
+    table = Summary(lambda ds, m, s: per_seed(select(rows, dataset=ds, method=m, severity=s), key), datasets, METHODS,
+                    [0] + list(severities), mean=np.mean)  # np.mean: the tables as first printed
+    table.add_mean(MEAN, datasets)
+    return table
+
+
+def report(records, args, provenance: str, seconds) -> tuple[str, str]:
+    """The markdown report's title and body: summary tables first, then every condition, then the selections."""
     sev = [0] + list(args.severities)
-    head = ["method"] + [("clean" if s == 0 else f"sev {s}") for s in sev]
-    main = [[m] + [mean_top1(records, m, s) for s in sev] for m in METHODS]
-    delta = [[m] + [mean_top1(records, m, s) - mean_top1(records, "source", s) for s in sev] for m in METHODS[1:]]
-    collapse = [[m] + [mean_top1(records, m, s, key="largest_class_share") for s in sev] for m in METHODS]
+    head = [("clean" if s == 0 else f"sev {s}") for s in sev]
+    top1, share = summary(records, args.seed, args.severities), summary(records, args.seed, args.severities, "largest_class_share")
+    source = top1.curve(MEAN, "source")
+    delta = [[m] + [a - b for a, b in zip(top1.curve(MEAN, m), source)] for m in METHODS[1:]]
     true_share = np.mean([100.0 * max(d["true_count"]) / d["n_test"] for d in records])
-    per_ds = "\n\n".join(f"### {d['dataset']} (mean over corruptions)\n\n" + markdown_table(
-        head, [[m] + [mean_top1(records, m, s, {d["dataset"]}) for s in sev] for m in METHODS]) for d in records)
     full = []
     for d in records:
         for c in ["clean"] + list(args.corruptions):
             for s in ([0] if c == "clean" else args.severities):
                 by = {r["method"]: r["top1"] for r in d["results"] if r["corruption"] == c and r["severity"] == s}
+                if set(by) != set(METHODS):
+                    raise SystemExit(f"{d['dataset']} {c} s{s}: the json lacks rows of {sorted(set(METHODS) - set(by))}; "
+                                     "rerun bench/shift.py without --tables-only")
                 full.append([d["dataset"], c, s] + [by[m] for m in METHODS])
     hyper = [[d["dataset"], m, ", ".join(f"{k}={v}" for k, v in d["hyperparameters"][m].items()) or "defaults"]
              for d in records for m, _, _ in SELECTED]
     gval = [[g] + [d["guard_on_clean_val"][g] for d in records] for g in records[0]["guard_on_clean_val"]]
     temps = ", ".join(f"{d['dataset']} {d['scale_T']:.1f}" for d in records)
     sat = np.mean([d["saturated_val_at_100_and_T"] for d in records], axis=0)
-    wins = [f"sev {s}: {mean_top1(records, 'dmn-zs', s) - mean_top1(records, 'source', s):+.1f}" for s in sev[1:]]
-    return "\n\n".join([
-        f"# Shift scenario: test-time adaptation under corruptions, encoder `{args.encoder}`",
-        f"Command: `{command_line()}`", f"Encoder provenance: `{encoder.provenance}`",
+    wins = [f"sev {s}: {dmn - src:+.1f}" for s, dmn, src in zip(sev[1:], top1.curve(MEAN, "dmn-zs")[1:], source[1:])]
+    return f"Shift scenario: test-time adaptation under corruptions, encoder `{args.encoder}`", "\n\n".join([
+        f"Encoder provenance: `{provenance}`",
         f"Datasets: {', '.join(d['dataset'] for d in records)}; test stream: {args.n_test} seeded test images "
         f"per dataset (seed {args.seed}), clean and under {', '.join(args.corruptions)} at severities "
         f"{', '.join(map(str, args.severities))}; one seeded stream order per dataset. Source classifier: class "
@@ -171,38 +181,30 @@ def report(records, args, encoder, seconds) -> str:
         f"probability above 0.99 (at T: {sat[1]:.0f}%): entropies and the softmax fusion saturate "
         f"and the memories can barely move a prediction. dmn-zs minus source, mean over corruptions "
         f"and datasets: {', '.join(wins)} points.",
-        "## Top-1 (%), mean over datasets and corruptions\n\n" + markdown_table(head, main),
-        "## Difference to the source classifier (points)\n\n" + markdown_table(head, delta),
+        "## Top-1 (%), mean over datasets and corruptions\n\n" + top1.markdown(MEAN, head),
+        "## Difference to the source classifier (points)\n\n" + markdown_table(["method"] + head, delta),
         "## Share of the most-predicted class (%), mean over datasets and corruptions\n\n"
         f"(a collapse indicator; the true largest-class share of the streams averages {true_share:.1f}%)\n\n"
-        + markdown_table(head, collapse),
-        "## Per dataset\n\n" + per_ds,
+        + share.markdown(MEAN, head),
+        "## Per dataset\n\n" + top1.sections(head, "### {} (mean over corruptions)", [d["dataset"] for d in records]),
         "## Every dataset x corruption x severity (top-1 %)\n\n"
         + markdown_table(["dataset", "corruption", "severity"] + METHODS, full),
         "## Hyperparameters selected on the clean validation stream\n\n"
         + markdown_table(["dataset", "method", "selected"], hyper),
         "## Guard variants on the clean validation stream (top-1 %, informational)\n\n"
         + markdown_table(["variant"] + [d["dataset"] for d in records], gval),
-    ]) + "\n"
+    ])
 
 
-def plot(records, args, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sev = [0] + list(args.severities)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in METHODS:
-        ax.plot(sev, [mean_top1(records, m, s) for s in sev], marker="o", label=m,
-                linestyle="--" if "(val)" in m else "-", linewidth=2.5 if m == "source" else 1.5)
-    ax.set_xticks(sev, ["clean"] + [str(s) for s in args.severities])
-    ax.set(xlabel="corruption severity", ylabel="top-1 (%), mean over corruptions and datasets",
-           title=f"Shift scenario ({', '.join(d['dataset'] for d in records)})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+def plot(records, args):
+    """Top-1 vs severity, mean over corruptions and datasets, one line per method."""
+    top1 = summary(records, args.seed, args.severities)
+    return line_panels({f"Shift scenario ({', '.join(d['dataset'] for d in records)})":
+                        {m: top1.curve(MEAN, m) for m in METHODS}}, [0] + list(args.severities),
+                       xticklabels=["clean"] + [str(s) for s in args.severities], xlabel="corruption severity",
+                       ylabel="top-1 (%), mean over corruptions and datasets", panel_size=(7, 4.5), legend_fontsize=8,
+                       styles={m: {"linestyle": "--" if "(val)" in m else "-", "linewidth": 2.5 if m == "source" else 1.5}
+                               for m in METHODS})
 
 
 def main() -> None:
@@ -213,20 +215,27 @@ def main() -> None:
     parser.add_argument("--severities", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--corruptions", nargs="+", default=corruption_names())
     parser.add_argument("--out", default=str(RESULTS / "shift"), help="result path stem (default %(default)s)")
+    parser.add_argument("--tables-only", action="store_true", help="rebuild <out>.md and .png from <out>.json, run nothing")
     args = parser.parse_args()
-    [corruption_transform(c, s) for c in args.corruptions for s in args.severities]  # bad names fail now
-    start = time.perf_counter()
-    encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
-    records = [evaluate(encoder, cache, name, args) for name in installed_datasets(args.datasets)]
-    seconds = time.perf_counter() - start
-    text = report(records, args, encoder, seconds)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    write_json(out.with_suffix(".json"), {"command": command_line(), "encoder": encoder.provenance, "guard": GUARD,
-                                          "seed": args.seed, "seconds": seconds, "datasets": records})
-    plot(records, args, out.with_suffix(".png"))
-    print(text)
+    writer = ResultWriter(out.name, out.parent)
+    rebuild = args.tables_only
+    if rebuild:  # the recorded run: its rows, and its options read back from its command
+        saved = json.loads(out.with_suffix(".json").read_text())
+        writer.command = saved["command"]
+        args = parser.parse_args(shlex.split(saved["command"])[2:])
+        records, provenance, seconds = saved["datasets"], saved["encoder"], saved["seconds"]
+    [corruption_transform(c, s) for c in args.corruptions for s in args.severities]  # bad names fail now
+    if not rebuild:
+        start = time.perf_counter()
+        encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
+        records = [evaluate(encoder, cache, name, args) for name in installed_datasets(args.datasets)]
+        seconds, provenance = time.perf_counter() - start, encoder.provenance
+        writer.json({"encoder": provenance, "guard": GUARD, "seed": args.seed, "seconds": seconds, "datasets": records})
+    title, body = report(records, args, provenance, seconds)
+    writer.markdown(title, body)
+    writer.figure(plot(records, args), dpi=120, bbox_inches="tight")
+    print(body)
 
 
 if __name__ == "__main__":

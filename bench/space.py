@@ -14,12 +14,13 @@ import statistics
 
 import torch
 
-from _common import RESULTS, base_parser, command_line, installed_datasets
+from _common import RESULTS, base_parser, installed_datasets
 
 from genba.adapt import AdaptSpec, prepare, run_adapt
 from genba.cache import TensorCache
 from genba.data import load_dataset
 from genba.encoders import load_encoder
+from genba.experiment import ResultWriter
 from genba.methods import get_method
 from genba.report import markdown_table
 
@@ -58,12 +59,11 @@ def main() -> None:
             best = max(("joint", "visual"), key=lambda sp: statistics.mean(scores[(method, shots, sp)]["val"]))
             votes[best] += 1
     text = (
-        f"# Cache space: joint vs visual, encoder `{args.encoder}`\n\nCommand: `{command_line()}`\n\n"
         f"Mean over datasets and seeds {args.seeds}. Chosen on validation: visual wins {votes['visual']} of "
         f"{sum(votes.values())} method x shots cells, joint {votes['joint']}.\n\n"
-        + markdown_table(["method", "shots", "space", "val top-1 (choice)", "test top-1 (info)"], rows) + "\n"
+        + markdown_table(["method", "shots", "space", "val top-1 (choice)", "test top-1 (info)"], rows)
     )
-    (RESULTS / "space.md").write_text(text)
+    ResultWriter("space", RESULTS).markdown(f"Cache space: joint vs visual, encoder `{args.encoder}`", text)
     print(text)
 
 

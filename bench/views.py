@@ -14,15 +14,15 @@ from __future__ import annotations
 import statistics
 import time
 
-import numpy as np
 import torch
 
-from _common import RESULTS, base_parser, command_line
+from _common import RESULTS, base_parser
 
 from genba.adapt import AdaptSpec, augmented_test_feats, prepare, run_adapt
 from genba.cache import TensorCache
 from genba.data import load_dataset
 from genba.encoders import load_encoder
+from genba.experiment import ResultWriter, cap_split, format_mean_std
 from genba.report import markdown_table
 
 
@@ -37,8 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     encoder, cache, dataset = load_encoder(args.encoder), TensorCache(args.cache_dir), load_dataset(args.dataset)
     data = prepare(encoder, dataset, cache=cache)
-    if args.max_test and len(data.test) > args.max_test:
-        data.test = data.test.subset(sorted(np.random.default_rng(0).permutation(len(data.test))[: args.max_test].tolist()))
+    data.test = cap_split(data.test, args.max_test, seed=0)
     start = time.perf_counter()
     augmented_test_feats(encoder, dataset, data.test, args.views, cache=cache, centre=data.centre, space="visual")
     extraction = time.perf_counter() - start
@@ -49,15 +48,14 @@ def main() -> None:
                     for s in args.seeds]
             accs = [r["top1"] for r in runs]
             per_query_ms = 1000 * statistics.mean(r["stream_seconds"] for r in runs) / runs[0]["n"]
-            rows.append([method, shots, views, f"{statistics.mean(accs):.1f} ± {statistics.pstdev(accs):.1f}", f"{per_query_ms:.2f}"])
+            rows.append([method, shots, views, format_mean_std(accs), f"{per_query_ms:.2f}"])
             print(rows[-1], flush=True)
     text = (
-        f"# Test-time views on `{args.dataset}`\n\nCommand: `{command_line()}`\n\n"
         f"Extracting {args.views - 1} augmented views of {len(data.test)} test images took {extraction:.0f} s "
         f"({1000 * extraction / max(1, (args.views - 1) * len(data.test)):.1f} ms per image-view; one encoder pass per view; zero when cached). Seeds {args.seeds}; hyperparameters chosen on validation.\n\n"
-        + markdown_table(["method", "shots", "views", "top-1 (%)", "stream ms / query"], rows) + "\n"
+        + markdown_table(["method", "shots", "views", "top-1 (%)", "stream ms / query"], rows)
     )
-    (RESULTS / f"views_{args.dataset}.md").write_text(text)
+    ResultWriter(f"views_{args.dataset}", RESULTS).markdown(f"Test-time views on `{args.dataset}`", text)
     print(text)
 
 

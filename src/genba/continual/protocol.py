@@ -194,7 +194,18 @@ def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tupl
 
 def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, out_dir: str | Path | None = None,
                   resume: bool = False, progress: bool = False) -> dict:
-    """Run one method over the stream; returns the result dict (see the module docstring)."""
+    """Run one method over the stream; returns the result dict (see the module docstring).
+
+    Every random initialisation (e.g. MoE-Adapters' experts) draws from torch's CPU generator
+    seeded with `spec.seed` here, and the caller's generator state is restored afterwards: the
+    same spec gives the same result wherever in a process it runs.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        return _run_continual(stream, reference, spec, out_dir=out_dir, resume=resume, progress=progress)
+
+
+def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, out_dir, resume, progress) -> dict:
     spec.validate()
     if len(stream.tasks) < 2:
         raise GenbaError("a continual stream needs at least two tasks (Transfer, BWT, FWT and Forgetting compare "
