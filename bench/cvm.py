@@ -1,6 +1,9 @@
 """Continual Visual Mapping vs a cross-entropy head vs the frozen zero-shot VLM, on the built-in stream.
 
-    python bench/cvm.py            # -> bench/results/cvm.md, cvm.json, cvm_*.png
+    python bench/cvm.py            # -> bench/results/cvm.md, cvm.json, cvm_*.png (every section, ~30 min)
+    python bench/cvm.py --sections name-only,continual      # rerun parts; merged into the existing cvm.json
+    python bench/cvm.py --sections grid-add --students lite0 --lite-strategies lwf,ewc --lite-seeds 1,2
+    python bench/cvm.py --report-only                       # cvm.md and plots from cvm.json
 
 Same stream (textile, animal-mnist, fashion-mnist, digits), same students, same strategies
 (genba.continual's finetune / replay / LwF / EWC with their fixed defaults), same budget
@@ -47,7 +50,7 @@ def parse_args():
     p.add_argument("--cache-dir", default=os.environ.get("GENBA_CACHE_DIR") or str(Path.home() / ".cache" / "genba"))
     p.add_argument("--students", default="small,lite0")
     p.add_argument("--strategies", default="none,replay,lwf,ewc")
-    p.add_argument("--seeds", default="0,1,2", help="seeds of the small student (lite0 runs seed 0 only)")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the small student (lite0: --lite-seeds)")
     p.add_argument("--lite-seeds", default="0")
     p.add_argument("--lite-strategies", default="none,replay", help="strategies of the lite0 student (its runs cost more)")
     p.add_argument("--lite-max-train", type=int, default=1000, help="training images per task for lite0")
