@@ -45,3 +45,29 @@ def test_encoder_kind_contract(kind):
     if encoder.has_text:
         text = encoder.encode_text(["a red car", "a photo of a cat"])
         assert text.shape == (2, encoder.embed_dim) and torch.allclose(text.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def _teacher_kinds():
+    from genba.sak.teacher_models import ppocr_model_path
+    from genba.sak.teachers import teacher_kinds
+
+    kinds = [k for k in teacher_kinds() if k != "hf"]  # hf needs a checkpoint directory (test_sak_teachers.py)
+    return [pytest.param(k, marks=pytest.mark.skipif(k == "ppocr-det" and ppocr_model_path() is None,
+                                                     reason="rapidocr-onnxruntime not installed")) for k in kinds]
+
+
+@pytest.mark.parametrize("kind", _teacher_kinds())
+def test_teacher_kind_contract(kind):
+    """Every self-contained SAK teacher: a dense map and a pooled vector of its declared width, uint8
+    and float input agree, a licence and a stable provenance (the cache key)."""
+    from genba.sak.teachers import load_teacher
+
+    teacher = load_teacher(kind)
+    assert teacher.licence and teacher.licence != "unknown" and teacher.provenance == load_teacher(kind).provenance
+    images = torch.randint(0, 256, (2, 3, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    dense, pooled = teacher(images)
+    assert dense.ndim == 4 and dense.shape[:2] == (2, teacher.dim) and pooled.shape == (2, teacher.dim)
+    assert torch.isfinite(dense).all() and torch.isfinite(pooled).all()
+    assert torch.allclose(teacher(images.float() / 255.0)[1], pooled, atol=1e-4)
+    with pytest.raises(GenbaError, match="expected images"):
+        teacher(images[0])

@@ -83,6 +83,9 @@ class MiniLMText(TextEncoder):
         return torch.cat(rows)
 
 
+_CLASS_TEXT: dict[str, torch.Tensor] = {}  # MiniLM provenance -> ImageNet name embeddings (see class_text)
+
+
 @dataclass(frozen=True)
 class ConseOptions:
     join: str = "topk"  # "topk" (ConSE) or "linear" (ridge map of visual features)
@@ -141,8 +144,13 @@ class ConseEncoder(VisionLanguageEncoder):
 
     @cached_property
     def class_text(self) -> torch.Tensor:
-        """(1000, 384) MiniLM embeddings of the ImageNet class names in IMAGENET_PROMPT."""
-        return self.text_model([IMAGENET_PROMPT.format(n) for n in imagenet_classnames()])
+        """(1000, 384) MiniLM embeddings of the ImageNet class names in IMAGENET_PROMPT, computed
+        once per process and MiniLM checkpoint (every conse encoder and SAK's conse-dense teacher
+        read the same table; nobody writes to it)."""
+        key = self.text_model.provenance
+        if key not in _CLASS_TEXT:
+            _CLASS_TEXT[key] = self.text_model([IMAGENET_PROMPT.format(n) for n in imagenet_classnames()])
+        return _CLASS_TEXT[key]
 
     @cached_property
     def linear_map(self) -> torch.Tensor:

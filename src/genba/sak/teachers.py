@@ -12,16 +12,15 @@ the key {teacher provenance, scene fingerprint, grid} with genba.cache.TensorCac
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
 from genba.cache import TensorCache
 from genba.errors import GenbaError
+from genba.registry import Registry
 
 CACHE_KIND = "sak-teacher"
-_REGISTRY: dict[str, tuple[Callable[[str | None], "Teacher"], str]] = {}
+TEACHERS = Registry("teacher")
 
 
 class Teacher:
@@ -56,25 +55,23 @@ class Teacher:
 
 
 def register_teacher(name: str, summary: str):
-    def wrap(factory):
-        _REGISTRY[name] = (factory, summary)
-        return factory
-    return wrap
+    """Decorator: register `factory(argument or None) -> Teacher` under `name`."""
+    return TEACHERS.register(name, summary, set_name=False)
 
 
 def teacher_kinds() -> dict[str, str]:
     _load_builtin()
-    return {name: summary for name, (_, summary) in _REGISTRY.items()}
+    return {e.name: e.summary for e in TEACHERS.entries()}
 
 
 def load_teacher(spec: str) -> Teacher:
     """'efficientnet-lite0', 'conse-dense', 'ppocr-det' or 'hf:<dir>' -> a Teacher."""
     _load_builtin()
     kind, sep, argument = spec.partition(":")
-    if kind not in _REGISTRY:
-        raise GenbaError(f"unknown teacher '{spec}': use one of {', '.join(sorted(_REGISTRY))} "
+    if kind not in TEACHERS:
+        raise GenbaError(f"unknown teacher '{spec}': use one of {', '.join(sorted(TEACHERS.names()))} "
                          "(hf:<dir> is a local DINOv2 / CLIP / SAM checkpoint directory)")
-    return _REGISTRY[kind][0](argument if sep else None)
+    return TEACHERS.get(kind)(argument if sep else None)
 
 
 def _load_builtin() -> None:
