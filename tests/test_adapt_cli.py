@@ -107,3 +107,11 @@ def test_views_of_a_test_subset_encode_only_that_subset(tmp_path, folder):
         with safe_open(str(path), framework="pt") as handle:
             sizes.append(handle.get_slice("labels").get_shape()[0])
     assert 3 in sizes  # the augmented view was extracted for the 3 images only
+
+
+def test_set_pairs_are_typed_the_same_for_every_sub_command():
+    from genba.settings import parse_set_pairs
+
+    assert parse_set_pairs(["alpha=100", "train.lr=1e-3", "mem.count_weight=true", "memory=false", "policy=herding",
+                            "b=-2"]) == {"alpha": 100, "train.lr": 1e-3, "mem.count_weight": True, "memory": False,
+                                         "policy": "herding", "b": -2}

@@ -49,22 +49,6 @@ def register_cli(commands, common) -> None:
     protos.set_defaults(run=cmd_prototypes)
 
 
-def _parse_sets(items: list[str]) -> dict:
-    from genba.errors import GenbaError
-
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise GenbaError(f"--set takes KEY=VALUE (e.g. mem.alpha=1.0), got {item!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
 def _cache(args):
     from genba.cache import TensorCache
 
@@ -74,6 +58,7 @@ def _cache(args):
 def cmd_train(args) -> int:
     from genba.errors import GenbaError
     from genba.movit.artefact import save_artefact
+    from genba.settings import parse_set_pairs
     from genba.movit.data import fraction_indices
     from genba.movit.run import RunSpec, build_inputs, provenance, run_movit
     from genba.data import load_dataset
@@ -81,7 +66,7 @@ def cmd_train(args) -> int:
 
     spec = RunSpec(dataset=args.dataset, fraction=args.fraction, setting=args.setting, seed=args.seed,
                    memory=not args.no_memory, steps=args.steps, val_per_class=args.val_per_class,
-                   overrides=_parse_sets(args.set), backbone=args.backbone)
+                   overrides=parse_set_pairs(args.set), backbone=args.backbone)
     model_path = args.out / "movit.safetensors"
     if model_path.exists():
         raise GenbaError(f"{model_path} already exists: choose a new --out folder (nothing was changed)")
