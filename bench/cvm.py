@@ -347,7 +347,6 @@ def chosen_config(selection: dict) -> tuple[str, float, bool]:
 def main_section(args, payload: dict, cache) -> None:
     stream = parse_stream(STREAM)
     students = [s for s in args.students.split(",") if s]
-    strategies = [s for s in args.strategies.split(",") if s]
     runs, selections, exported, zs = [], {}, {}, None
     budgets = {}
     for student in students:
@@ -364,21 +363,11 @@ def main_section(args, payload: dict, cache) -> None:
         print(f"[{student}] selected {selection['chosen']} on {selection['task']} validation", flush=True)
         if zs is None:
             zs = conse_zeroshot(tasks, bank, cache)
-        seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
-        own = strategies if student == "small" else [s for s in args.lite_strategies.split(",") if s]
-        for seed in seeds:
-            for strategy in own:
-                for head in ("concept", "linear"):
-                    cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
-                                    loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
-                                    max_train=max_train, max_test=args.max_test)
-                    result = run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))
-                    if seed == seeds[0] and strategy == "replay":
-                        exported[(student, head)] = result["_objective"], bank
-                    runs.append(strip(result))
-                    m = result["settings"]["xtail"]["metrics"]
-                    print(f"[{student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} last {m['last']:.1f} "
-                          f"forgetting {m['forgetting']:.1f} ({result['wall_seconds']:.0f} s)", flush=True)
+        seeds = grid_seeds(args, student)
+        for result in grid_runs(args, student, stream, tasks, bank, (loss, scale, center), max_train, cache):
+            if result["seed"] == seeds[0] and result["strategy"] == "replay":
+                exported[(student, result["head"])] = result["_objective"], bank
+            runs.append(strip(result))
         payload["phases_seconds"][f"main grid ({student})"] = time.perf_counter() - t0
     payload.update({"command": command_line(), "stream": STREAM, "max_train": budgets, "selection": selections,
                     "runs": runs, "zeroshot_conse": zs})
@@ -399,22 +388,35 @@ def grid_add_section(args, payload: dict, cache) -> None:
         tasks, names, templates = build_tasks(stream, DEFAULT_SIZE[student], cache, max_train=max_train,
                                               max_test=args.max_test, val_per_class=30)
         bank = ConceptBank.build(names, templates, TextEmbedder()).with_center()
-        seeds = [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
-        own = [s for s in (args.strategies if student == "small" else args.lite_strategies).split(",") if s]
-        for seed in seeds:
-            for strategy in own:
-                for head in ("concept", "linear"):
-                    cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
-                                    loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
-                                    max_train=max_train, max_test=args.max_test)
-                    result = strip(run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank)))
-                    result["code"] = git_commit()
-                    key = (student, head, strategy, seed)
-                    payload["runs"] = [r for r in payload["runs"]
-                                       if (r["student"], r["head"], r["strategy"], r["seed"]) != key] + [result]
-                    m = result["settings"]["xtail"]["metrics"]
-                    print(f"[add {student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} "
-                          f"({result['wall_seconds']:.0f} s)", flush=True)
+        for result in grid_runs(args, student, stream, tasks, bank, (loss, scale, center), max_train, cache):
+            result = strip(result)
+            result["code"] = git_commit()
+            key = (student, result["head"], result["strategy"], result["seed"])
+            payload["runs"] = [r for r in payload["runs"]
+                               if (r["student"], r["head"], r["strategy"], r["seed"]) != key] + [result]
+
+
+def grid_seeds(args, student: str) -> list[int]:
+    return [int(s) for s in (args.seeds if student == "small" else args.lite_seeds).split(",")]
+
+
+def grid_runs(args, student: str, stream, tasks, bank, chosen: tuple, max_train: int, cache):
+    """The main grid's runs of one student: seeds x its strategies x (concept, linear) heads, both heads with the
+    same strategy, budget and seed; the concept head trains with the selected (loss, scale, centre), the linear
+    head with cross-entropy. Yields each run's result (with "_objective") as it finishes."""
+    loss, scale, center = chosen
+    strategies = [s for s in (args.strategies if student == "small" else args.lite_strategies).split(",") if s]
+    for seed in grid_seeds(args, student):
+        for strategy in strategies:
+            for head in ("concept", "linear"):
+                cfg = CVMConfig(stream=stream, student=student, head=head, strategy=strategy, seed=seed,
+                                loss=loss if head == "concept" else "ce", concept_scale=scale, center=center,
+                                max_train=max_train, max_test=args.max_test)
+                result = run_stream(cfg, cache=cache, tasks_and_bank=(tasks, bank))
+                m = result["settings"]["xtail"]["metrics"]
+                print(f"[{student} s{seed}] {head:7s} {strategy:6s} xtail avg {m['avg']:.1f} last {m['last']:.1f} "
+                      f"forgetting {m['forgetting']:.1f} ({result['wall_seconds']:.0f} s)", flush=True)
+                yield result
 
 
 def git_commit() -> str:
