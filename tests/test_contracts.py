@@ -117,3 +117,9 @@ def test_fit_with_learned_state_does_not_train(name, monkeypatch):
     else:
         restored.fit(text, learned=state)
     assert torch.equal(restored.predict_stream(Feats(q)), trained.predict_stream(Feats(q)))
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_learns_tensors_matches_state_dict(name):
+    trained, _ = fitted(name)
+    assert get_method(name).learns_tensors() == bool(trained.state_dict())

@@ -179,6 +179,7 @@ class LiveMemory:
 
     def __init__(self, store: Store, memory_id: str, *, encoder=None, retries: int = 5, recent: int = 50) -> None:
         self.store, self.id, self.retries = store, memory_id, retries
+        self._trial: tuple[str, dict] | None = None  # (support fingerprint, state_dict) of add_support's trial fit
         self.lock = threading.RLock()
         self.recent: deque = deque(maxlen=recent)  # recent predictions, for the status page
         if encoder is not None:
@@ -206,31 +207,31 @@ class LiveMemory:
     def _build(self, spec: MemorySpec, text, state: dict, entries: Entries):
         """build_method, restoring learned tensors kept for this support (the last trial fit in RAM,
         else the store) and keeping newly trained ones in the store."""
-        if not static_rows(entries):
+        if not static_rows(entries) or not get_method(spec.method).learns_tensors():
             return build_method(spec, text, state, entries)
         fingerprint = support_fingerprint(spec, text, entries)
-        candidate = getattr(self, "_trial", None)
-        learned = candidate[1] if candidate and candidate[0] == fingerprint else None
-        from_store = learned is None
-        if from_store:
-            learned = decode_learned(self.store.learned_state(self.id, fingerprint))
+        trial, self._trial = self._trial, None
+        if trial is not None and trial[0] == fingerprint:  # add_support's trial fit of this very support
+            learned, in_store = trial[1], False
+        else:
+            learned, in_store = decode_learned(self.store.learned_state(self.id, fingerprint)), True
         method = None
         if learned is not None:
             try:
                 method = build_method(spec, text, state, entries, learned=learned)
             except GenbaError as error:  # stored tensors that do not fit this method: train again
                 log.warning("memory %s: stored learned state refused (%s); training again", self.id, error)
-                learned, from_store = None, True
+                learned = None
         if method is None:
             method = build_method(spec, text, state, entries)
-        self._trial = None
-        tensors = method.state_dict() if method is not None else {}
-        if tensors and (learned is None or not from_store):
-            sources = [entries.sources[i] for i in static_rows(entries)]
-            try:
-                self.store.put_learned_state(self.id, fingerprint, encode_learned(tensors), sources)
-            except (sqlite3.Error, GenbaError) as error:  # a cache: the memory works without it
-                log.warning("memory %s: could not keep the learned state (%s)", self.id, error)
+        if learned is None or not in_store:
+            tensors = method.state_dict()
+            if tensors:
+                sources = [entries.sources[i] for i in static_rows(entries)]
+                try:
+                    self.store.put_learned_state(self.id, fingerprint, encode_learned(tensors), sources)
+                except (sqlite3.Error, GenbaError) as error:  # a cache: the memory works without it
+                    log.warning("memory %s: could not keep the learned state (%s)", self.id, error)
         return method
 
     def refresh(self) -> None:

@@ -77,6 +77,11 @@ class Method:
     text_optional: ClassVar[bool] = False  # True (declared on the class itself): runs without a text classifier
 
     @classmethod
+    def learns_tensors(cls) -> bool:
+        """True when fitting trains tensors (the class implements `_train`): what `state_dict` keeps."""
+        return cls._train is not Method._train
+
+    @classmethod
     def works_without_text(cls) -> bool:
         """True when this very class declares `text_optional` (not inherited)."""
         return bool(cls.__dict__.get("text_optional", False))
