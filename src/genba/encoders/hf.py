@@ -63,21 +63,6 @@ _TOKENIZER_VOCAB_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "spiece.m
 # Weights that may legitimately be absent from a checkpoint without changing the features.
 _IGNORABLE_MISSING = ("position_ids", "logit_scale", "logit_bias", "mask_token")
 
-# (resolved path, size, mtime_ns) -> sha256 hex of the file's bytes.
-_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def cached_file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, memoized per (path, size, mtime) for this process."""
-    resolved = path.resolve()
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
-    digest = _DIGEST_CACHE.get(key)
-    if digest is None:
-        digest = file_sha256(resolved)
-        _DIGEST_CACHE[key] = digest
-    return digest
-
 
 class HFImageEncoder(ImageEncoder):
     """The vision tower of a CLIP, SigLIP or DINOv2 checkpoint from a local Hugging Face directory
@@ -203,10 +188,10 @@ def _weight_files(directory: Path) -> tuple[list[Path], str]:
 
 def _weights_digest(files: list[Path]) -> str:
     if len(files) == 1:
-        return cached_file_sha256(files[0])
+        return file_sha256(files[0])
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.name}:{cached_file_sha256(path)}\n".encode())
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -217,7 +202,7 @@ def _function_digest(weights: str, config: dict, transform: ImageTransform, dire
     if text:
         for name in _TOKENIZER_FILES:
             if (directory / name).is_file():
-                tokenizer_files[name] = cached_file_sha256(directory / name)
+                tokenizer_files[name] = file_sha256(directory / name)
     payload = {
         "scheme": _SCHEME,
         "weights": weights,
