@@ -104,3 +104,23 @@ def test_dataset_change_changes_fingerprint(tmp_path, color_folder):
     (color_folder / "red" / "0.png").write_bytes((color_folder / "blue" / "0.png").read_bytes())
     os.utime(color_folder / "red" / "0.png", ns=(1, 1))
     assert load_dataset(f"folder:{color_folder}").fingerprint != before
+
+
+def test_entry_from_before_the_artefact_format_is_still_a_hit(tmp_path):
+    """Entries written by the old TensorCache (metadata "key" + tensor-only "sha256") stay valid;
+    the same entry with its tensors edited is a miss."""
+    import json
+
+    from safetensors.torch import save
+
+    from genba.cache import tensors_digest
+
+    cache, key, tensors = TensorCache(tmp_path), {"encoder": "conse", "split": "test"}, {"x": torch.randn(4, 3)}
+    path = cache.path("features", key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(save(tensors, metadata={"key": json.dumps(key, sort_keys=True), "sha256": tensors_digest(tensors)}))
+    assert torch.equal(cache.load("features", key)["x"], tensors["x"])
+    path.write_bytes(save({"x": tensors["x"] + 1}, metadata={"key": json.dumps(key, sort_keys=True),
+                                                            "sha256": tensors_digest(tensors)}))
+    with pytest.warns(CacheCorruptWarning, match="checksum"):
+        assert cache.load("features", key) is None

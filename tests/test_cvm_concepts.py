@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from genba.cvm.concepts import FORMAT, ConceptBank, TextEmbedder
+from genba.cvm.concepts import KIND, ConceptBank, TextEmbedder
 from genba.encoders import load_encoder
 from genba.errors import GenbaError
 from genba.zeroshot import text_classifier
@@ -31,10 +31,9 @@ def test_build_matches_zeroshot_rows_and_records_provenance(embedder, tmp_path):
     assert loaded.licence.startswith("tiny: test-only weights")
     assert len(loaded.added) == 2 and loaded.added[0].endswith("+00:00")
     assert torch.equal(loaded.embeddings, bank.embeddings)
-    from safetensors import safe_open
+    from genba.artefact import read_artefact
 
-    with safe_open(str(path), framework="pt") as handle:
-        assert handle.metadata()["format"] == FORMAT
+    assert read_artefact(path, kind=KIND).kind == KIND
 
 
 def test_minilm_bank_records_weights_hash_and_licence():
@@ -79,7 +78,7 @@ def test_damaged_or_foreign_bank_is_refused(embedder, tmp_path):
     from safetensors.torch import save_file
 
     save_file({"embeddings": torch.zeros(2, 4)}, str(tmp_path / "other.safetensors"))
-    with pytest.raises(GenbaError, match="not a genba concept bank"):
+    with pytest.raises(GenbaError, match="not a genba artefact"):
         ConceptBank.load(tmp_path / "other.safetensors")
 
 

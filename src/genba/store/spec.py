@@ -23,6 +23,23 @@ MAX_AGE_S = 100 * 365 * 86400.0
 """Upper bound of `max_age_s`: a hundred years."""
 
 
+MAX_NAME = 200
+"""Upper bound of a class name's length (characters)."""
+
+
+def check_classname(name) -> str:
+    """`name` with runs of whitespace folded to one space; GenbaError unless it is a non-blank string of
+    at most MAX_NAME characters without control characters (an ESC in a name would be a terminal
+    escape in every printed prediction). The one check of class names, in the CLI and the server."""
+    if not isinstance(name, str) or not name.strip():
+        raise GenbaError(f"empty class name {name!r}: every class needs a non-blank name (e.g. 'scratched fabric')")
+    if len(name) > MAX_NAME:
+        raise GenbaError(f"class name {name[:40]!r}... has {len(name)} characters; at most {MAX_NAME} are allowed")
+    if any(ord(c) < 32 and c not in "\t\n\r" or 127 <= ord(c) < 160 for c in name):
+        raise GenbaError(f"class name {name[:60]!r} contains control characters; use printable text only")
+    return " ".join(name.split())
+
+
 def check_template(template) -> None:
     """Raise GenbaError unless `template` is a string whose only format field is one bare `{}`.
 
@@ -90,9 +107,10 @@ class MemorySpec:
 
     def __post_init__(self) -> None:
         names = self.classnames
-        if not isinstance(names, list) or not 0 < len(names) <= MAX_CLASSES or not all(
-                isinstance(n, str) and n.strip() and len(n) <= 200 for n in names):
-            raise GenbaError(f"classnames must be a list of 1 to {MAX_CLASSES} non-empty strings of at most 200 characters")
+        if not isinstance(names, list) or not 0 < len(names) <= MAX_CLASSES:
+            raise GenbaError(f"classnames must be a list of 1 to {MAX_CLASSES} non-empty strings of at most {MAX_NAME} characters")
+        for name in names:
+            check_classname(name)
         if len(set(names)) != len(names):
             raise GenbaError("classnames must be unique")
         if not isinstance(self.templates, list) or not self.templates:

@@ -1,22 +1,68 @@
-"""Training checkpoints: one safetensors file (weights, optimiser moments, best weights) whose
-metadata holds the loop state as JSON, plus a readable state.json mirror. Both are written
-atomically (temp file, fsync, rename); the safetensors file is the source of truth, so a kill
-at any moment leaves the previous checkpoint or the new one, never a mix. Loading never
-unpickles anything.
+"""Training checkpoints: one artefact (genba.artefact, kind "train-checkpoint": weights, optimiser
+moments, best weights) whose metadata holds the loop state, plus a readable state.json mirror
+that nothing reads back. Both are written atomically (temp file, fsync, rename); the artefact is
+the source of truth, so a kill at any moment leaves the previous checkpoint or the new one, never
+a mix. Loading verifies the checksum (metadata and tensors), the state against SCHEMA (types,
+ranges: no step -5, no epoch beyond the configured epochs), the tensor names and finite values;
+nothing is unpickled.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
 
-from genba.cache import atomic_write_bytes, read_checked, write_checked
+from genba.artefact import atomic_write_bytes, read_artefact, write_artefact
+from genba.errors import GenbaError
+from genba.metaschema import AnyJSON, Bool, Dict, Float, Int, List, Nullable, OneOf, Schema, Str
+from genba.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE_JSON = "state.json"
-FORMAT = "genba-train-1"
+KIND = "train-checkpoint"
+BIG = 10**15
+
+_GROUP = Dict({"params": List(Int(min=0, max=10**8), max_len=10**8)}, max_len=100,
+              values=OneOf((Nullable(Float()), Bool(), Str(max_len=100), List(Float(), max_len=16))))
+_STATE = Dict({
+    "step": Int(min=0, max=BIG), "epoch": Int(min=0, max=100_000), "finished": Bool(),
+    "config": Dict(values=OneOf((Float(), Bool())), max_len=100), "objective": Str(max_len=200),
+    "rows": Int(min=1, max=BIG), "best_score": Nullable(Float()), "best_epoch": Nullable(Int(min=0, max=100_000)),
+    "evals_since_best": Int(min=0, max=100_000), "stopped_early": Bool(), "loss_sum": Float(), "loss_rows": Int(min=0, max=BIG),
+    "history": List(Dict({"epoch": Int(min=0, max=100_000), "step": Int(min=0, max=BIG), "loss": Nullable(Float())},
+                         optional=("val",), values=AnyJSON(), allow_extra=True, max_len=50), max_len=100_000),
+    "optimizer_groups": List(_GROUP, max_len=1000),
+})
+
+
+def _check(meta: dict, tensors: dict) -> str | None:
+    state = meta["state"]
+    try:
+        config = TrainConfig(**state["config"])
+    except (GenbaError, TypeError) as error:
+        return f"meta.state.config: {str(error).splitlines()[0][:200]}"
+    if state["epoch"] > config.epochs:
+        return f"meta.state.epoch: {state['epoch']} is beyond the configured {config.epochs} epochs"
+    if state["step"] > config.epochs * state["rows"]:
+        return f"meta.state.step: {state['step']} is more steps than {config.epochs} epochs of {state['rows']} rows"
+    for name in tensors:
+        parts = name.split("/")
+        if parts[0] in ("model", "best") and len(parts) > 1:
+            continue
+        if parts[0] == "optim" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < 10**8:
+            continue
+        return f"tensor name {name[:60]!r} is not model/*, best/* or optim/<index>/<slot>"
+    return None
+
+
+SCHEMA = Schema({"state": _STATE}, check=_check)
+
+
+def _finite_or_none(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
 def save_checkpoint(directory: Path, state: dict, model: dict[str, torch.Tensor],
@@ -28,20 +74,22 @@ def save_checkpoint(directory: Path, state: dict, model: dict[str, torch.Tensor]
     for index, slots in optimizer["state"].items():
         for name, value in slots.items():
             tensors[f"optim/{index}/{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-    full_state = dict(state, optimizer_groups=optimizer["param_groups"])
+    history = [{k: _finite_or_none(v) for k, v in entry.items()} for entry in state.get("history", [])]
+    full_state = dict(state, history=history, best_score=_finite_or_none(state.get("best_score")),
+                      optimizer_groups=optimizer["param_groups"])
     directory.mkdir(parents=True, exist_ok=True)
-    write_checked(directory / CHECKPOINT, tensors, format=FORMAT, metadata={"state": json.dumps(full_state)})
+    write_artefact(directory / CHECKPOINT, kind=KIND, meta={"state": full_state}, tensors=tensors)
     atomic_write_bytes(directory / STATE_JSON, (json.dumps(state, indent=2) + "\n").encode())
 
 
 def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, dict | None] | None:
-    """(state, model tensors, optimizer state_dict, best tensors or None), or None when absent."""
+    """(state, model tensors, optimizer state_dict, best tensors or None), or None when absent;
+    an unusable checkpoint is one genba.artefact.ArtefactError naming the file."""
     path = directory / CHECKPOINT
     if not path.exists():
         return None
-    tensors, meta = read_checked(path, format=FORMAT, what="training checkpoint",
-                                 fix="delete it to start over, or point --out at a new directory")
-    state = json.loads(meta["state"])
+    artefact = read_artefact(path, kind=KIND, schema=SCHEMA)
+    tensors, state = artefact.tensors, dict(artefact.meta["state"])
     groups = state.pop("optimizer_groups")
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} or None

@@ -129,8 +129,12 @@ class Engine:
             raise GenbaError(f"the checkpoint in {self.checkpoint_dir} is of another run "
                              f"({state['objective']}, {state['rows']} rows, settings {state['config']}); "
                              "resume with the same settings and data, or use a new output directory")
-        self.objective.load_state_dict(model)
-        self.optimizer.load_state_dict(optim)
+        try:
+            self.objective.load_state_dict(model)
+            self.optimizer.load_state_dict(optim)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise GenbaError(f"{self.checkpoint_dir / 'checkpoint.safetensors'}: its tensors do not fit this run "
+                             f"({str(error).splitlines()[0][:160]}); delete it to start over, or use a new output directory") from None
         for key in ("step", "epoch", "best_score", "best_epoch", "evals_since_best", "stopped_early",
                     "loss_sum", "loss_rows", "history"):
             setattr(self, key, state[key])
