@@ -111,15 +111,60 @@ def test_foreign_onnx_and_non_onnx_files_are_refused(tmp_path):
         OnnxClassifier.load(junk)
 
 
-def test_undecodable_image_gives_one_error_and_no_output(tmp_path, model_dir, capsys):
+def test_bad_images_are_skipped_and_counted(tmp_path, model_dir, capsys):
+    from PIL import Image
+
     from genba.cli import main
+    from genba.cvm import pixels
 
     onnx_path = export_onnx(model_dir, tmp_path / "cvm.onnx")
     images = colour_folder(tmp_path / "imgs", WARM, per_class=1)
     (images / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
-    assert main(["predict", "--model", str(onnx_path), "--images", str(images)]) == 2
+    Image.new("L", (200, 200)).save(images / "red" / "huge.png")  # over the (lowered) pixel budget
+    old = pixels.MAX_PIXELS
+    pixels.MAX_PIXELS = 100 * 100
+    try:
+        assert main(["predict", "--model", str(onnx_path), "--images", str(images)]) == 0
+    finally:
+        pixels.MAX_PIXELS = old
     out, err = capsys.readouterr()
-    assert out == "" and err.count("genba: error:") == 1 and "broken.png" in err
+    assert len(out.strip().splitlines()) == len(WARM) and "broken.png" not in out and "huge.png" not in out
+    assert "broken.png" in err and "huge.png" in err and "200x200 pixels, over the budget" in err
+    assert "2 image(s) skipped" in err
+    (images / "red" / "broken.png").rename(tmp_path / "broken.png")
+    assert main(["predict", "--model", str(onnx_path), "--images", str(tmp_path / "broken.png")]) == 2
+    assert "none of the 1 image file(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit,problem", [
+    (lambda m: m.pop("genba.classes"), "no readable class list"),
+    (lambda m: m.update({"genba.classes": '["a"]'}), "do not match its 1 classes"),
+    (lambda m: m.update({"genba.classes": '["a", "\\u001b[31mred"]'}), "control characters"),
+    (lambda m: m.update({"genba.classes": "[" * 100_000}), "no readable class list"),
+    (lambda m: m.update({"genba.image_size": "-1"}), "image size '-1'"),
+    (lambda m: m.update({"genba.image_size": "100000"}), "image size '100000'"),
+    (lambda m: m.update({"genba.image_size": "24"}), "input shape"),
+])
+def test_onnx_metadata_is_validated(tmp_path, model_dir, capsys, edit, problem):
+    import onnx
+
+    from genba.cli import main
+
+    path = export_onnx(model_dir, tmp_path / "cvm.onnx")
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    edit(meta)
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    with pytest.raises(GenbaError, match=problem):
+        OnnxClassifier.load(path)
+    images = colour_folder(tmp_path / "imgs", WARM, per_class=1)
+    assert main(["predict", "--model", str(path), "--images", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
 
 
 def test_export_cli_and_bad_model_dir(tmp_path, model_dir, capsys):

@@ -125,9 +125,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from genba.cvm.predict import predict_folder
+    from genba.cvm.predict import predict_folder, report_skipped
 
-    for path, name, prob in predict_folder(args.model, args.images):
+    skipped: list[str] = []
+    for path, name, prob in predict_folder(args.model, args.images, skipped=skipped):
         print(f"{path}\t{name}\t{prob:.4f}")
     sys.stdout.flush()
+    report_skipped(skipped)
     return 0

@@ -18,6 +18,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from genba.errors import GenbaError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 40_000_000
+"""width * height of one image: the server's budget (genba.serve.uploads.Limits.max_pixels)."""
+MAX_SIDE = 12_000
+"""Longest side of one image (the server's max_side)."""
 
 
 def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
@@ -35,10 +39,15 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode one image file (EXIF-rotated, RGB); an undecodable file -> GenbaError naming it."""
+    """Decode one image file (EXIF-rotated, RGB); an undecodable file, or one over MAX_PIXELS or
+    MAX_SIDE (read from its header, before a pixel is decoded) -> GenbaError naming it."""
     path = Path(path)
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+                raise GenbaError(f"image '{path}' is {width}x{height} pixels, over the budget of {MAX_PIXELS} pixels "
+                                 f"and {MAX_SIDE} per side: resize it")
             im.load()
             return ImageOps.exif_transpose(im).convert("RGB")
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as error:

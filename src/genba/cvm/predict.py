@@ -3,7 +3,10 @@
 Each image: decode (genba.cvm.pixels.load_image), resize and normalise exactly as in training
 (genba.cvm.pixels), run the exported graph, print "path<TAB>class<TAB>probability". The ONNX
 file must carry genba's metadata (genba.cvm.export): any other ONNX file is refused with one clear
-error, as is an undecodable image (nothing is printed for a batch that failed).
+error. Its metadata is validated before use (genba.metaschema: a class list of printable names
+matching the graph's outputs, an image size within MAX_IMAGE_SIZE matching its input). An image
+that cannot be decoded or is over the pixel budget (genba.cvm.pixels.MAX_PIXELS, the server's) is
+skipped and counted, never a crash.
 """
 
 from __future__ import annotations
@@ -16,8 +19,47 @@ import numpy as np
 
 from genba.cvm.pixels import image_files, load_image, normalize, resize_rgb
 from genba.errors import GenbaError
+from genba.metaschema import List, Str
 
 ONNX_FORMAT = "genba-cvm-onnx-v1"  # the same tag as genba.cvm.export.ONNX_FORMAT (kept here: no torch import)
+MAX_IMAGE_SIZE = 1024  # the largest student input (genba.cvm.model_dir.SCHEMA)
+MAX_CLASSES_BYTES = 16 << 20
+CLASSES = List(Str(max_len=200, min_len=1), min_len=1, max_len=100_000)
+
+
+def _static(dim) -> int | None:
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+
+def check_metadata(path: Path, meta: dict, session) -> tuple[list[str], int]:
+    """(classes, image size) from an exported model's metadata, each checked against the graph;
+    GenbaError naming the file and the problem otherwise."""
+    fix = "export the model again with `genba export DIR --onnx FILE`"
+    raw = meta.get("genba.classes")
+    classes = None
+    if isinstance(raw, str) and len(raw) <= MAX_CLASSES_BYTES:
+        try:
+            classes = json.loads(raw)
+        except (ValueError, RecursionError):
+            classes = None
+    problem = "no readable class list" if classes is None else CLASSES.problem(classes, "genba.classes")
+    if problem:
+        raise GenbaError(f"{path}: its metadata has {problem}; {fix}")
+    size = meta.get("genba.image_size", "")
+    if not (isinstance(size, str) and size.isdigit() and len(size) <= 5 and 8 <= int(size) <= MAX_IMAGE_SIZE):
+        raise GenbaError(f"{path}: its metadata image size {str(size)[:20]!r} is not an integer in [8, {MAX_IMAGE_SIZE}]; {fix}")
+    size = int(size)
+    inputs, outputs = {i.name: i.shape for i in session.get_inputs()}, {o.name: o.shape for o in session.get_outputs()}
+    if "pixels" not in inputs or not {"probabilities", "logits"} <= set(outputs):
+        raise GenbaError(f"{path}: the graph lacks the input 'pixels' or the outputs 'probabilities' and 'logits'; {fix}")
+    shape = list(inputs["pixels"] or [])
+    if len(shape) != 4 or any(_static(d) not in (None, want) for d, want in zip(shape[1:], (3, size, size))):
+        raise GenbaError(f"{path}: the graph's input shape {shape} does not take (N, 3, {size}, {size}) images; {fix}")
+    for name in ("probabilities", "logits"):
+        out = list(outputs[name] or [])
+        if len(out) != 2 or _static(out[1]) not in (None, len(classes)):
+            raise GenbaError(f"{path}: the graph's {name} {out} do not match its {len(classes)} classes; {fix}")
+    return classes, size
 
 
 @dataclass
@@ -46,7 +88,7 @@ class OnnxClassifier:
         if meta.get("genba.format") != ONNX_FORMAT:
             raise GenbaError(f"{path} is an ONNX model but not one genba exported (no '{ONNX_FORMAT}' metadata): "
                              "export a CVM model with `genba export DIR --onnx FILE`")
-        return cls(session, json.loads(meta["genba.classes"]), int(meta["genba.image_size"]))
+        return cls(session, *check_metadata(path, meta, session))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, C) probabilities."""
@@ -59,18 +101,41 @@ class OnnxClassifier:
         return normalize(resize_rgb(image, self.image_size))
 
 
-def predict_folder(model: str | Path, images: str | Path, batch_size: int = 16) -> list[tuple[str, str, float]]:
-    """(path, class, probability) per image file under `images`."""
+def predict_folder(model: str | Path, images: str | Path, batch_size: int = 16,
+                   skipped: list[str] | None = None) -> list[tuple[str, str, float]]:
+    """(path, class, probability) per image file under `images`; an image that cannot be decoded or
+    is over the pixel budget is left out and its one-line reason appended to `skipped`. No image
+    usable at all -> GenbaError."""
     clf = OnnxClassifier.load(model)
     files = image_files(images)
-    out = []
+    out, reasons = [], [] if skipped is None else skipped
     for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        pixels = np.stack([clf.prepare(load_image(f)) for f in chunk])
-        probs = clf.probabilities(pixels)
+        chunk, pixels = [], []
+        for f in files[start:start + batch_size]:
+            try:
+                pixels.append(clf.prepare(load_image(f)))
+                chunk.append(f)
+            except GenbaError as error:
+                reasons.append(str(error))
+        if not chunk:
+            continue
+        probs = clf.probabilities(np.stack(pixels))
         best = probs.argmax(-1)
         out += [(str(f), clf.classes[int(b)], float(p[b])) for f, b, p in zip(chunk, best, probs)]
+    if not out:
+        raise GenbaError(f"none of the {len(files)} image file(s) under {images} could be used "
+                         f"(first: {reasons[0] if reasons else 'none'})")
     return out
+
+
+def report_skipped(skipped: list[str]) -> None:
+    """One stderr line per skipped image, then the count."""
+    import sys
+
+    for reason in skipped:
+        print(f"genba: warning: skipped: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"genba: warning: {len(skipped)} image(s) skipped", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--images", required=True)
     args = parser.parse_args(argv)
+    skipped: list[str] = []
     try:
-        for path, name, prob in predict_folder(args.model, args.images):
+        for path, name, prob in predict_folder(args.model, args.images, skipped=skipped):
             print(f"{path}\t{name}\t{prob:.4f}")
+        report_skipped(skipped)
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)
         return 2
