@@ -67,6 +67,17 @@ def test_cli_prints_the_matrix_and_writes_the_issue_json(folders, tmp_path, caps
                         "--out", str(out), "--resume", "--json", str(tmp_path / "third.json")], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "third.json").read_text())["accuracy_matrix"] == result["accuracy_matrix"]
+    # a damaged checkpoint: reported (exit 2, one line naming it) before any file is rewritten
+    ckpt = out / "task-1" / "checkpoint.safetensors"
+    data = bytearray(ckpt.read_bytes())
+    data[-5] ^= 0xFF
+    ckpt.write_bytes(bytes(data))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = run(["--stream", f"folder:{colors},folder:{shapes}", "--method", "replay", "--setting", "xtail",
+                        "--control", f"folder:{control}", "--set", "buffer_size=4", "--set", "train.epochs=2",
+                        "--out", str(out), "--resume"], capsys)
+    assert code == 2 and str(ckpt) in err and "checksum" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_class_incremental_split_and_first_task_selection(folders, capsys, one_thread):

@@ -377,6 +377,27 @@ def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, fini
     return Artefact(kind, body["format"], body["meta"], tensors, body["genba"])
 
 
+def module_problem(build, tensors: dict[str, torch.Tensor]) -> str | None:
+    """None when the module `build()` makes has exactly the state-dict names and shapes of
+    `tensors`, else the problem. The module is built on torch's meta device, so a configuration
+    read from a file (a dim of 10**6) allocates nothing before it is known to fit the file's
+    tensors, whose sizes the file itself bounds."""
+    try:
+        with torch.device("meta"):
+            expected = build().state_dict()
+    except GenbaError as error:
+        return str(error).splitlines()[0][:200]
+    except (ValueError, TypeError, RuntimeError, KeyError, ZeroDivisionError) as error:
+        return f"its description cannot be built ({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''})"
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        return f"its tensors do not match its description (missing {missing[:3]}, unexpected {extra[:3]})"
+    for name, value in expected.items():
+        if tuple(value.shape) != tuple(tensors[name].shape):
+            return f"tensor {name[:60]!r} has shape {tuple(tensors[name].shape)}, its description says {tuple(value.shape)}"
+    return None
+
+
 def _kinds(kind: str | tuple[str, ...]) -> tuple[str, ...]:
     kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     unknown = [k for k in kinds if k not in KINDS]

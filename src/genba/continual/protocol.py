@@ -131,22 +131,46 @@ def drift(learner: Learner, probe: tuple[dict, torch.Tensor]) -> dict[str, float
 
 # ---------------------------------------------------------------------- the run
 def save_learner_state(path: Path, state: dict) -> None:
-    from safetensors.torch import save as save_bytes
+    """The learner after a task, one artefact (genba.artefact, kind "continual-learner")."""
+    from genba.artefact import write_artefact
 
-    from genba.cache import atomic_write_bytes
-
-    atomic_write_bytes(path, save_bytes({k: v.detach().contiguous().clone() for k, v in state.items()}))
+    write_artefact(path, kind="continual-learner", meta={}, tensors=state)
 
 
-def load_learner_state(path: Path) -> dict:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_learner_state(path: Path, expected: dict | None = None) -> dict:
+    """The verified learner state at `path` (checksum, finite tensors); with `expected` (the
+    learner's own state_dict) its names and shapes must match. One GenbaError naming the file otherwise."""
+    from genba.artefact import read_artefact
+    from genba.metaschema import Schema
 
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise GenbaError(f"{path} cannot be read ({error}); delete it to retrain that task") from error
+    def fits(meta, tensors):
+        if expected is None:
+            return None
+        if set(tensors) != set(expected):
+            return f"its tensors are not this learner's (missing {sorted(set(expected) - set(tensors))[:3]}, " \
+                   f"unexpected {sorted(set(tensors) - set(expected))[:3]})"
+        bad = [k for k in tensors if tuple(tensors[k].shape) != tuple(expected[k].shape)]
+        return f"tensor {bad[0]!r} has shape {tuple(tensors[bad[0]].shape)}, the learner's {tuple(expected[bad[0]].shape)}" if bad else None
 
+    return read_artefact(path, kind="continual-learner", schema=Schema({}, check=fits)).tensors
+
+
+def verify_resume(out: Path, tasks: int, replay_path: str | None) -> None:
+    """Read every file a resumed run will trust (finished tasks' learners, checkpoints, the replay
+    buffer and its snapshots) before anything runs, so a damaged one is reported before any file
+    is rewritten."""
+    from genba.continual.buffer import ReplayBuffer
+    from genba.train.checkpoint import CHECKPOINT, load_checkpoint
+
+    for t in range(tasks):
+        if (out / f"task-{t}" / LEARNER_FILE).exists():
+            load_learner_state(out / f"task-{t}" / LEARNER_FILE)
+        if (out / f"task-{t}" / CHECKPOINT).exists():
+            load_checkpoint(out / f"task-{t}")
+    if replay_path:
+        path = Path(replay_path)
+        for found in sorted(path.parent.glob(f"{path.stem}*{path.suffix}")):
+            ReplayBuffer.load(found)
 
 
 def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: tuple | None = None,
@@ -221,6 +245,8 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
         lr, selection = select_lr(stream, reference, spec)
         train, selected_on = train.replace(lr=lr), "first-task validation (train.lr)"
     learner = make_learner(stream, reference, spec.hidden, spec.trunk, spec.lora)
+    if resume and out is not None:
+        verify_resume(out, len(stream.tasks), hp.get("path"))
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch's one-off optimiser import, kept out of the cost
     probes = {s: probe_set(stream, spec.probe_per_task, s) for s in spec.settings}
     matrices = {s: [evaluate(learner, stream, s)] for s in spec.settings}
@@ -238,7 +264,7 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
             mixed = strategy.task_data(data, t)
             done = None if out is None else out / f"task-{t}" / LEARNER_FILE
             if resume and done is not None and done.exists():  # this task finished before the restart
-                learner.load_state_dict(load_learner_state(done))
+                learner.load_state_dict(load_learner_state(done, learner.state_dict()))
                 fits.append({"task": task.name, "resumed": True})
             else:
                 result = fit(learner, mixed, train, callbacks=strategy.callbacks(learner),

@@ -6,44 +6,76 @@
 
 Tensors: the model's state dict (weights; per memory layer the slots' keys, values, source image
 ids, token indices, last-write steps, the prototypes and the slot -> prototype assignment).
-Metadata (JSON strings): format, the model config, provenance (input = what the model reads,
-e.g. 'pixels:28x28x1' or the frozen encoder's provenance + stage + image size; dataset name,
-fingerprint, class names; fraction, seed, training image ids; weight licences), hyperparameters,
-and a sha256 over every tensor. Loading never unpickles; a damaged file, a file of another kind
-or one made for another input / encoder is refused with one GenbaError and left untouched.
-Memory source ids are dataset indices, so a prototype's members name training images.
+Metadata: the model config, provenance (input = what the model reads, e.g. 'pixels:28x28x1' or
+the frozen encoder's provenance + stage + image size; dataset name, fingerprint, class names;
+fraction, seed, training image ids; weight licences), hyperparameters. It is one artefact
+(genba.artefact, kind "movit-model"): the checksum covers metadata and tensors, SCHEMA bounds
+every config field, and the model is first built on the meta device and compared with the
+file's tensors (genba.artefact.module_problem), so a config of dim 10**6 allocates nothing.
+Loading never unpickles; a damaged file, a file of another kind or one made for another input /
+encoder is refused with one GenbaError and left untouched. Memory source ids are dataset
+indices, so a prototype's members name training images.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 import torch
 
-from genba.cache import read_checked, write_checked
+from genba.artefact import module_problem, read_artefact, write_artefact
 from genba.errors import GenbaError
+from genba.metaschema import AnyJSON, Bool, Dict, Float, Int, List, Schema, Str
 from genba.movit.vit import MoViT, MoViTConfig
 
-FORMAT = "genba-movit-1"
+KIND = "movit-model"
+_MEM = Dict({"capacity": Int(min=1, max=1 << 20), "topk": Int(min=1, max=4096), "alpha": Float(min=0.0, max=1.0),
+             "prototypes": Int(min=1, max=1 << 16), "kmeans_iters": Int(min=0, max=10_000), "layers": Str(max_len=200),
+             "write": Str(choices=("all", "image")), "count_weight": Bool(), "bias_init": Float(min=-1e4, max=1e4)})
+CONFIG = Dict({"num_classes": Int(min=1, max=100_000), "stem": Str(choices=("patch", "tokens")),
+               "image_size": Int(min=1, max=1024), "patch": Int(min=1, max=1024), "channels": Int(min=1, max=4),
+               "token_dim": Int(min=1, max=1 << 14), "num_tokens": Int(min=1, max=1 << 14), "dim": Int(min=1, max=1 << 13),
+               "depth": Int(min=1, max=64), "heads": Int(min=1, max=256), "mlp_ratio": Float(min=0.0, max=64.0),
+               "dropout": Float(min=0.0, max=1.0), "memory": Bool(), "mem": _MEM})
+PROVENANCE = Dict({"input": Str(max_len=4000), "setting": Str(max_len=32), "dataset": Str(max_len=4000),
+                   "fingerprint": Str(max_len=200), "classnames": List(Str(max_len=200), max_len=100_000),
+                   "fraction": Float(min=0.0, max=1.0), "seed": Int(min=0, max=2**63 - 1),
+                   "train_ids": List(Int(min=0, max=10**12), max_len=10**7),
+                   "weights_licences": Dict(values=Str(max_len=4000), max_len=100), "created": Str(max_len=64),
+                   "method": Str(max_len=1000), "backbone": Str(max_len=4000), "image_size": Int(min=1, max=4096)},
+                  optional=("backbone", "image_size"))
+
+
+def _check(meta: dict, tensors: dict) -> str | None:
+    prov, config = meta["provenance"], meta["config"]
+    if prov["setting"] != "head" and not re.fullmatch(r"pixels:\d{1,4}x\d{1,4}x\d", prov["input"]):
+        return f"meta.provenance.input: {prov['input'][:40]!r} is not 'pixels:<size>x<size>x<channels>'"
+    if prov["setting"] == "head" and not {"backbone", "image_size"} <= set(prov):
+        return "meta.provenance: a head-setting model needs its backbone and image_size"
+    if len(prov["classnames"]) != config["num_classes"]:
+        return f"meta.provenance.classnames: {len(prov['classnames'])} names for {config['num_classes']} classes"
+    return module_problem(lambda: MoViT(MoViTConfig(**config)), tensors)
+
+
+SCHEMA = Schema({"config": CONFIG, "provenance": PROVENANCE, "hyperparameters": AnyJSON()}, check=_check)
 
 
 def save_artefact(path: str | Path, model: MoViT, provenance: dict, hyperparameters: dict) -> Path:
     """Write the model + memory atomically; returns the path."""
-    meta = {"config": json.dumps(model.cfg.to_dict()), "provenance": json.dumps(provenance),
-            "hyperparameters": json.dumps(hyperparameters)}
-    return write_checked(path, model.state_dict(), format=FORMAT, metadata=meta)
+    meta = {"config": model.cfg.to_dict(), "provenance": provenance, "hyperparameters": hyperparameters}
+    write_artefact(path, kind=KIND, meta=meta, tensors=model.state_dict())
+    return Path(path)
 
 
 def read_meta(path: str | Path) -> dict:
-    """The artefact's metadata (config, provenance, hyperparameters) without building the model."""
+    """The artefact's metadata (config, provenance, hyperparameters), verified, without building the model."""
     return _read(Path(path))[1]
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, raw = read_checked(path, format=FORMAT, what="MoViT model",
-                                fix="pass the movit.safetensors written by `genba movit train` (or retrain it)")
-    return tensors, {k: json.loads(raw[k]) for k in ("config", "provenance", "hyperparameters")}
+    found = read_artefact(path, kind=KIND, schema=SCHEMA)
+    return found.tensors, found.meta
 
 
 def load_artefact(path: str | Path, expect_input: str | None = None,

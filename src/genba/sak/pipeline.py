@@ -15,13 +15,14 @@ alike in the loss. Variants (all the same stem size, trained with the same Train
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from genba.cache import TensorCache, read_checked, write_checked
+from genba.artefact import module_problem, read_artefact, write_artefact
+from genba.cache import TensorCache
 from genba.errors import GenbaError
+from genba.metaschema import AnyJSON, Bool, Dict, Float, Int, List, Schema, Str
 from genba.sak.metrics import task_metrics
 from genba.sak.objectives import SAKObjective
 from genba.sak.scenes import SceneSet
@@ -36,7 +37,14 @@ VARIANTS = {
     "many-to-one": dict(tsap=False, router="learned", distill_head="mlp"),
 }
 MODEL_FILE = "model.safetensors"
-MODEL_FORMAT = "genba-sak-1"
+MODEL_KIND = "sak-model"
+_CONFIG = Dict({"image_size": Int(min=1, max=1024), "patch": Int(min=1, max=1024), "dim": Int(min=4, max=1 << 13),
+                "depth": Int(min=1, max=64), "heads": Int(min=1, max=256), "mlp_ratio": Float(min=0.0, max=64.0),
+                "teachers": Dict(values=List(Int(min=1, max=1 << 14), min_len=3, max_len=3), max_len=64),
+                "tasks": Dict(values=Int(min=1, max=100_000), max_len=16), "tsap": Bool(),
+                "router": Str(choices=("learned", "average")), "distill_head": Str(choices=("linear", "mlp"))})
+MODEL_SCHEMA = Schema({"config": _CONFIG, "extra": Dict(values=AnyJSON(), max_len=1000)},
+                      check=lambda meta, tensors: module_problem(lambda: SAKStudent(StudentConfig(**meta["config"])), tensors))
 
 
 def task_channels(scenes: SceneSet) -> dict[str, int]:
@@ -118,16 +126,20 @@ def evaluate(model: torch.nn.Module, scenes: SceneSet, inputs: torch.Tensor | No
 
 def save_student(directory: Path, model: SAKStudent, extra: dict | None = None) -> Path:
     """model.safetensors with the StudentConfig (and `extra`, e.g. class names, teacher provenance) as metadata."""
-    meta = {"config": json.dumps(model.cfg.to_dict()), "extra": json.dumps(extra or {})}
-    return write_checked(Path(directory) / MODEL_FILE, model.state_dict(), format=MODEL_FORMAT, metadata=meta)
+    path = Path(directory) / MODEL_FILE
+    write_artefact(path, kind=MODEL_KIND, meta={"config": model.cfg.to_dict(), "extra": dict(extra or {})},
+                   tensors=model.state_dict())
+    return path
 
 
 def load_student(directory: Path) -> tuple[SAKStudent, dict]:
-    tensors, meta = read_checked(Path(directory) / MODEL_FILE, format=MODEL_FORMAT, what="SAK model",
-                                 fix="run `genba sak distill` / `genba sak train` first")
-    model = SAKStudent(StudentConfig(**json.loads(meta["config"])))
-    model.load_state_dict(tensors)
-    return model.eval(), json.loads(meta.get("extra", "{}"))
+    """The student and its `extra` from model.safetensors, verified (genba.artefact, MODEL_SCHEMA:
+    the config bounded and built on the meta device against the file's tensors before allocation)."""
+    found = read_artefact(Path(directory) / MODEL_FILE, kind=MODEL_KIND, schema=MODEL_SCHEMA,
+                          fix="run `genba sak distill` / `genba sak train` first")
+    model = SAKStudent(StudentConfig(**found.meta["config"]))
+    model.load_state_dict(found.tensors)
+    return model.eval(), found.meta["extra"]
 
 
 def teacher_head_model(teacher: str, info: dict, tasks: dict, cfg: StudentConfig | None = None) -> TeacherHeadModel:
