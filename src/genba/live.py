@@ -111,22 +111,34 @@ def support_fingerprint(spec: MemorySpec, text, entries: Entries) -> str:
     return digest.hexdigest()
 
 
-def encode_learned(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
+def encode_learned(tensors: dict[str, torch.Tensor], fingerprint: str) -> bytes:
+    """A method's learned tensors as an artefact blob (kind "learned-state") bound to its support fingerprint."""
+    from genba.artefact import encode_artefact
 
-    return save({k: v.detach().contiguous().float() for k, v in tensors.items()}, metadata={"format": LEARNED_FORMAT})
+    return encode_artefact(kind="learned-state", meta={"format": LEARNED_FORMAT, "fingerprint": fingerprint},
+                           tensors={k: v.detach().float() for k, v in tensors.items()})
 
 
-def decode_learned(blob: bytes | None) -> dict[str, torch.Tensor] | None:
-    """safetensors bytes -> tensors, or None for a missing or unreadable blob (the method then trains)."""
+def decode_learned(blob: bytes | None, fingerprint: str) -> dict[str, torch.Tensor] | None:
+    """The verified tensors of a learned-state blob (genba.artefact: checksum, finite float32 tensors,
+    written for this very `fingerprint`), or None for a missing or untrustworthy blob: the method
+    then trains again, a bad state is never served."""
     if blob is None:
         return None
-    from safetensors.torch import load
+    from genba.artefact import ArtefactError, decode_artefact
+    from genba.metaschema import Schema, Str
 
+    def bound(meta, tensors):
+        if meta["fingerprint"] != fingerprint:
+            return "it was stored for another support fingerprint"
+        return None if all(t.dtype == torch.float32 for t in tensors.values()) else "its tensors are not float32"
+
+    schema = Schema({"format": Str(choices=(LEARNED_FORMAT,)), "fingerprint": Str(max_len=64)}, check=bound)
     try:
-        return load(blob)
-    except Exception as error:  # noqa: BLE001 - a damaged cache row is retrained, never trusted
-        log.warning("stored learned state unreadable (%s): training again", error)
+        return decode_artefact(blob, kind="learned-state", schema=schema, max_bytes=1 << 31,
+                               name=f"learned state {fingerprint[:12]}").tensors
+    except ArtefactError as error:
+        log.warning("%s: training again", error)
         return None
 
 
@@ -197,16 +209,17 @@ class LiveMemory:
         with self.lock:
             version, spec, text, state, entries = self.store.load(self.id)
             try:
-                method, broken = self._build(spec, text, state, entries), None
+                method, broken = self._build(spec, text, state, entries, version), None
             except Exception as error:  # noqa: BLE001 - the reason is kept and shown, never swallowed
                 method = None
                 broken = (f"memory {self.id} cannot be rebuilt from the store ({type(error).__name__}: {str(error)[:200]}); "
                           "inspect, export, roll it back or delete sources, or create a new memory")
             self.spec, self.method, self.version, self.broken = spec, method, version, broken
 
-    def _build(self, spec: MemorySpec, text, state: dict, entries: Entries):
+    def _build(self, spec: MemorySpec, text, state: dict, entries: Entries, version: int):
         """build_method, restoring learned tensors kept for this support (the last trial fit in RAM,
-        else the store) and keeping newly trained ones in the store."""
+        else the store) and keeping newly trained ones in the store, only while the memory is still
+        at `version` (the entries they were trained on: Store.put_learned_state compares and sets)."""
         if not static_rows(entries) or not get_method(spec.method).learns_tensors():
             return build_method(spec, text, state, entries)
         fingerprint = support_fingerprint(spec, text, entries)
@@ -214,7 +227,7 @@ class LiveMemory:
         if trial is not None and trial[0] == fingerprint:  # add_support's trial fit of this very support
             learned, in_store = trial[1], False
         else:
-            learned, in_store = decode_learned(self.store.learned_state(self.id, fingerprint)), True
+            learned, in_store = decode_learned(self.store.learned_state(self.id, fingerprint), fingerprint), True
         method = None
         if learned is not None:
             try:
@@ -229,7 +242,9 @@ class LiveMemory:
             if tensors:
                 sources = [entries.sources[i] for i in static_rows(entries)]
                 try:
-                    self.store.put_learned_state(self.id, fingerprint, encode_learned(tensors), sources)
+                    if not self.store.put_learned_state(self.id, fingerprint, encode_learned(tensors, fingerprint),
+                                                        sources, version=version):
+                        log.info("memory %s changed while training: its learned state is not kept", self.id)
                 except (sqlite3.Error, GenbaError) as error:  # a cache: the memory works without it
                     log.warning("memory %s: could not keep the learned state (%s)", self.id, error)
         return method

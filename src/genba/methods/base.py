@@ -182,6 +182,9 @@ class Method:
             if value.shape != expected[key].shape:
                 raise GenbaError(f"{self.name} state {key!r} has shape {tuple(value.shape)}, "
                                  f"expected {tuple(expected[key].shape)}: was it fitted on another support set?")
+            if value.is_floating_point() != expected[key].is_floating_point() or (
+                    value.is_floating_point() and not bool(torch.isfinite(value).all())):
+                raise GenbaError(f"{self.name} state {key!r} holds NaN, infinite or non-float values: it is not restored")
         self._load_state(state)
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:

@@ -202,16 +202,24 @@ class Store:
             version = ops.bump(conn, memory_id)
         return Receipt(version, ids, outcomes, removed)
 
-    def put_learned_state(self, memory_id: str, fingerprint: str, tensors: bytes, sources: list[str]) -> None:
-        """Keep a trained method's learned tensors (safetensors bytes) for the support `fingerprint`
-        names, replacing the memory's previous ones; `sources` are that support's source ids. The
-        memory's version does not change: this is a cache of what its entries determine."""
+    def put_learned_state(self, memory_id: str, fingerprint: str, tensors: bytes, sources: list[str], *,
+                          version: int) -> bool:
+        """Keep a trained method's learned tensors (an artefact blob, genba.artefact) for the support
+        `fingerprint` names, replacing the memory's previous ones; `sources` are that support's source
+        ids. Compare-and-set: written only while the memory is still at `version`, the version whose
+        entries were trained on, so tensors trained on a support that changed meanwhile (a deleted
+        source) are never stored; returns whether it was written. The memory's version does not
+        change: this is a cache of what its entries determine."""
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM memories WHERE id = ?", (memory_id,)).fetchone() is None:
+            row = conn.execute("SELECT version FROM memories WHERE id = ?", (memory_id,)).fetchone()
+            if row is None:
                 raise GenbaError(f"no memory {memory_id!r} in this store")
+            if int(row[0]) != int(version):
+                return False
             conn.execute("INSERT OR REPLACE INTO learned_states(memory_id, fingerprint, created, sources, tensors) "
                          "VALUES (?, ?, ?, ?, ?)", (memory_id, fingerprint, time.time(), json.dumps(sorted(set(sources))),
                                                     sqlite3.Binary(tensors)))
+        return True
 
     def learned_state(self, memory_id: str, fingerprint: str) -> bytes | None:
         """The learned tensors stored for this support fingerprint, or None (then the method trains)."""
