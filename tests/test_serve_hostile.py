@@ -79,7 +79,7 @@ def test_labels_templates_snapshot_ids_and_ranges_are_4xx(client):
 
 
 def rezip(archive: bytes, manifest=None, tensors=None, compress=zipfile.ZIP_DEFLATED, flag_bits=0) -> bytes:
-    """An export with its manifest (dict -> dict or raw bytes) and tensors (dict -> dict) rewritten."""
+    """An export with its manifest (dict -> dict or raw bytes) and tensors (dict -> dict or raw bytes) rewritten."""
     from safetensors.numpy import load, save
 
     with zipfile.ZipFile(io.BytesIO(archive)) as z:
@@ -89,7 +89,7 @@ def rezip(archive: bytes, manifest=None, tensors=None, compress=zipfile.ZIP_DEFL
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
         for name, data in (("manifest.json", m if isinstance(m, bytes) else json.dumps(m).encode()),
-                           ("tensors.safetensors", save(t))):
+                           ("tensors.safetensors", t if isinstance(t, bytes) else save(t))):
             info = zipfile.ZipInfo(name)
             info.compress_type = compress
             z.writestr(info, data)
@@ -129,12 +129,57 @@ def test_hostile_imports_are_4xx_and_leave_nothing(client):
         "guard state dict": rezip(archive, manifest=lambda m: {**m, "state": {"guard_prior": [{"a": 1}] * 3}}),
         "hyperparameter 10**400": rezip(archive, manifest=lambda m: {**m, "spec": {**m["spec"], "hyperparameters": {"capacity": 10**400}}}),
         "dim": rezip(archive, manifest=lambda m: {**m, "spec": {**m["spec"], "dim": m["spec"]["dim"] + 8}}, tensors=wider),
+        "entropy 10**400": rezip(archive, manifest=entry(entropy=10**400)),
+        "created 10**400": rezip(archive, manifest=entry(created=10**400)),
+        "guard 10**400": rezip(archive, manifest=lambda m: {**m, "state": {"guard_prior": [10**400] * 3}}),
+        "max_age_s 10**400": rezip(archive, manifest=lambda m: {**m, "spec": {**m["spec"], "max_age_s": 10**400}}),
+        "entropy 1e400": rezip(archive, manifest=lambda m: json.dumps(entry(entropy=12345.5)(m)).replace(
+            "12345.5", "1e400").encode()),
+        "entropy NaN": rezip(archive, manifest=lambda m: json.dumps(entry(entropy=12345.5)(m)).replace(
+            "12345.5", "NaN").encode()),
+        "tensors header": rezip(archive, tensors=lambda t: b"\xff" * 8 + b"{}"),
     }
     for name, data in bad.items():
         r = client.post("/memories/import", headers=ADMIN, files=[("archive", ("m.zip", data, "application/zip"))])
         assert r.status_code == 400 and r.json()["detail"], (name, r.status_code, r.text)
     store = client.app.state.service.store
     assert store.memory_ids() == [memory_id] and store.check() == []
+
+
+def test_import_numbers_never_5xx(client):
+    """Property (issue 17): import manifests with huge, negative and non-finite numbers in any numeric
+    field answer 4xx, never 5xx, and store nothing."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    memory_id, auth = new_memory(client)
+    add_support(client, memory_id, auth, shots=1)
+    archive = client.get(f"/memories/{memory_id}/export", headers=auth).content
+    fields = {
+        "entropy": lambda m, v: {**m, "entries": [{**m["entries"][0], "entropy": v}] + m["entries"][1:]},
+        "created": lambda m, v: {**m, "entries": [{**m["entries"][0], "created": v}] + m["entries"][1:]},
+        "slot": lambda m, v: {**m, "entries": [{**m["entries"][0], "slot": v}] + m["entries"][1:]},
+        "class": lambda m, v: {**m, "entries": [{**m["entries"][0], "class": v}] + m["entries"][1:]},
+        "guard_prior": lambda m, v: {**m, "state": {"guard_prior": [v] * 3}},
+        "max_age_s": lambda m, v: {**m, "spec": {**m["spec"], "max_age_s": v}},
+        "max_per_class": lambda m, v: {**m, "spec": {**m["spec"], "max_per_class": v}},
+        "dim": lambda m, v: {**m, "spec": {**m["spec"], "dim": v}},
+        "version": lambda m, v: {**m, "version": v},
+        "hyperparameter": lambda m, v: {**m, "spec": {**m["spec"], "hyperparameters": {"capacity": v}}},
+    }
+    numbers = (st.sampled_from([10**400, -10**400, 10**30, 2**64, -1, 1e308, -1e308])
+               | st.floats(allow_nan=True, allow_infinity=True) | st.integers(-2**80, 2**80))
+
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(sorted(fields)), numbers)
+    def hostile(field, value):
+        data = rezip(archive, manifest=lambda m: fields[field](m, value))
+        r = client.post("/memories/import", headers=ADMIN, files=[("archive", ("m.zip", data, "application/zip"))])
+        assert r.status_code in (201, 400, 413), (field, value, r.status_code, r.text[:300])
+
+    hostile()
+    assert client.app.state.service.store.check() == []
 
 
 def test_pixel_budget_per_request(tmp_path):

@@ -315,7 +315,8 @@ def _entries(header: dict, data_size: int) -> list[tuple[str, torch.dtype, tuple
     return entries
 
 
-def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, finite: bool, max_bytes: int) -> Artefact:
+def _layout(source: _Source, max_bytes: int) -> tuple[int, dict, list]:
+    """(header length, metadata strings, checked tensor entries) of a safetensors byte layout."""
     if source.size > max_bytes:
         raise _Problem(f"is {source.size} bytes, more than the {max_bytes} allowed for it")
     if source.size < 8:
@@ -329,7 +330,20 @@ def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, fini
     meta_strings = header.pop("__metadata__", None) or {}
     if not isinstance(meta_strings, dict) or not all(isinstance(v, str) for v in meta_strings.values()):
         raise _Problem("has malformed safetensors metadata")
-    entries = _entries(header, source.size - 8 - n)
+    return n, meta_strings, _entries(header, source.size - 8 - n)
+
+
+def _tensors(source: _Source, n: int, entries: list) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, dtype, shape, begin, end in entries:
+        tensor = torch.empty(shape, dtype=dtype)
+        source.read_into(8 + n + begin, _bytes_of(tensor))
+        tensors[name] = tensor
+    return tensors
+
+
+def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, finite: bool, max_bytes: int) -> Artefact:
+    n, meta_strings, entries = _layout(source, max_bytes)
 
     legacy = "genba" not in meta_strings and "cache-entry" in kinds and set(meta_strings) == {"key", "sha256"}
     if legacy:
@@ -348,11 +362,7 @@ def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, fini
         if version > FORMAT_VERSION:
             raise _Problem(f"was made by a newer genba (format {version}, this genba reads {FORMAT_VERSION}); upgrade genba")
 
-    tensors = {}
-    for name, dtype, shape, begin, end in entries:
-        tensor = torch.empty(shape, dtype=dtype)
-        source.read_into(8 + n + begin, _bytes_of(tensor))
-        tensors[name] = tensor
+    tensors = _tensors(source, n, entries)
     expected = _legacy_digest(tensors) if legacy else _digest(meta_strings["genba"], tensors)
     if meta_strings["sha256"] != expected:
         raise _Problem("fails its checksum (damaged or edited)")
@@ -375,6 +385,34 @@ def _decode(source: _Source, kinds: tuple[str, ...], schema: Schema | None, fini
         if found:
             raise _Problem(f"has invalid metadata ({found})")
     return Artefact(kind, body["format"], body["meta"], tensors, body["genba"])
+
+
+def encode_plain(tensors: dict[str, torch.Tensor]) -> bytes:
+    """Plain safetensors bytes (no genba metadata, no checksum) for formats that carry their own
+    checks, e.g. the store's memory export (a zip whose members have CRCs and a validated manifest)."""
+    ordered = sorted((name, t.detach().cpu().contiguous()) for name, t in tensors.items())
+    header, offset = {}, 0
+    for name, tensor in ordered:
+        if tensor.dtype not in _CODES:
+            raise ValueError(f"tensor {name!r} has dtype {tensor.dtype}, not storable")
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _CODES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    raw += b" " * (-len(raw) % 8)
+    return b"".join([len(raw).to_bytes(8, "little"), raw, *(bytes(_bytes_of(t)) for _, t in ordered)])
+
+
+def decode_plain(data: bytes, *, name: str, fix: str, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, torch.Tensor]:
+    """The tensors of any safetensors bytes (genba's or another writer's), read with the same bounds
+    as an artefact (header length, entries, offsets) but without a genba checksum or kind: the
+    caller validates the content. ArtefactError "<name>: <problem>; <fix>" otherwise."""
+    try:
+        source = _Source(data=bytes(data), size=len(data))
+        n, _, entries = _layout(source, max_bytes)
+        return _tensors(source, n, entries)
+    except _Problem as problem:
+        raise ArtefactError(name, str(problem), fix) from None
 
 
 def module_problem(build, tensors: dict[str, torch.Tensor]) -> str | None:

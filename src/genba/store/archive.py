@@ -19,10 +19,9 @@ import math
 import zipfile
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load as load_tensors
-from safetensors.numpy import save as save_tensors
+import torch
 
+from genba.artefact import ArtefactError, decode_plain, encode_plain
 from genba.errors import GenbaError
 from genba.store.db import Store
 from genba.store.spec import MemorySpec
@@ -54,7 +53,7 @@ def export_memory(store: Store, memory_id: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(MEMBERS[0], json.dumps(manifest))
-        archive.writestr(MEMBERS[1], save_tensors(tensors))
+        archive.writestr(MEMBERS[1], encode_plain({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}))
     return buffer.getvalue()
 
 
@@ -74,10 +73,11 @@ def read_archive(data: bytes, *, max_bytes: int = 512 << 20) -> tuple[MemorySpec
         if sum(i.file_size for i in infos.values()) > max_bytes:
             raise GenbaError(f"memory export inflates to more than {max_bytes >> 20} MB; refused")
         manifest = _parse_manifest(archive.read(MEMBERS[0]))
-        tensors = load_tensors(archive.read(MEMBERS[1]))
+        tensors = {k: v.numpy() for k, v in decode_plain(archive.read(MEMBERS[1]), name=f"memory export {MEMBERS[1]}",
+                                                         fix="export the memory again", max_bytes=max_bytes).items()}
     except GenbaError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, SafetensorError,
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, ArtefactError,
             RuntimeError, NotImplementedError, KeyError) as error:  # zipfile raises all of these on hostile archives
         raise GenbaError(f"not a readable genba memory export ({type(error).__name__}: {str(error)[:200]})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
@@ -103,6 +103,13 @@ def read_archive(data: bytes, *, max_bytes: int = 512 << 20) -> tuple[MemorySpec
     rows = []
     for i, e in enumerate(entries):
         rows.append(_entry_row(i, e, spec, tensors, payloads))
+    slots: dict[tuple, list[int]] = {}
+    for r in rows:
+        if r[2] is not None:
+            slots.setdefault((r[0], r[1]), []).append(r[2])
+    for (bank, cls), used in slots.items():  # the store's invariant (ops.check): each queue fills slots 0..n-1
+        if sorted(used) != list(range(len(used))):
+            raise GenbaError(f"memory export: bank {bank[:32]!r} class {cls} has slots {sorted(used)[:6]}, not 0..{len(used) - 1}")
     return spec, tensors["text"], state, rows
 
 
@@ -110,16 +117,40 @@ MAX_SLOT = 1 << 20
 """Largest slot index an entry may name (a queue never has this many slots)."""
 
 
+MAX_INT_DIGITS = 20
+"""Longest integer literal a manifest may hold (any larger is out of every range here)."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise GenbaError(f"memory export: number {text[:24]}... in manifest.json is out of range")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise GenbaError(f"memory export: number {text[:24]} in manifest.json is out of range")
+    return value
+
+
+def _no_constant(text: str):
+    raise GenbaError(f"memory export: {text} in manifest.json is not a number genba writes")
+
+
 def _parse_manifest(raw: bytes):
-    """json.loads, with a deeply nested manifest (the parser's RecursionError) refused as a GenbaError."""
+    """json.loads with every number bounded (huge integers, 1e400, NaN, Infinity -> GenbaError, a 4xx
+    in the service), and a deeply nested manifest (the parser's RecursionError) refused."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
     except RecursionError:
         raise GenbaError("memory export: manifest.json is nested too deeply to be a genba export; refused") from None
 
 
 def _number(v, lo: float, hi: float) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return lo <= v <= hi if isinstance(v, int) else (math.isfinite(v) and lo <= v <= hi)
 
 
 def _check_state(state: dict, num_classes: int) -> None:

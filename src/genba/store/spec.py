@@ -125,7 +125,7 @@ class MemorySpec:
         check_hyperparameters(self.hyperparameters)
         check_format(self.feature_format)
         if self.max_age_s is not None and not (isinstance(self.max_age_s, (int, float)) and not isinstance(self.max_age_s, bool)
-                                               and math.isfinite(self.max_age_s) and 0 < self.max_age_s <= MAX_AGE_S):
+                                               and 0 < self.max_age_s <= MAX_AGE_S and math.isfinite(self.max_age_s)):
             raise GenbaError(f"max_age_s must be a number of seconds in (0, {MAX_AGE_S:g}] or null, got {self.max_age_s!r}")
         if self.max_per_class is not None and not (isinstance(self.max_per_class, int) and not isinstance(self.max_per_class, bool)
                                                    and 1 <= self.max_per_class <= MAX_PER_CLASS):
