@@ -237,7 +237,7 @@ def test_delete_source_waits_a_bounded_time_then_503_and_completes_later(tmp_pat
         reader.execute("SELECT count(*) FROM entries").fetchone()  # holds a read snapshot: the checkpoint must wait
         start = time.monotonic()
         r = c.post(f"/memories/{memory_id}/delete-source", headers=auth, json={"source_id": victim})
-        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and "write-ahead log" in r.json()["detail"]
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1 and "recorded in the store" in r.json()["detail"]
         assert time.monotonic() - start < 5.0
         store = app.state.service.store
         assert victim not in store.entries(memory_id).sources and store.scrub_pending

@@ -226,8 +226,9 @@ class Service:
         if not counts["wal_truncated"]:
             raise StoreBusy(f"deleted {counts['entries']} entries and {counts['snapshot_copies']} snapshot copies of that "
                             "source, but another connection holds a read transaction on the store, so their old bytes "
-                            "are still in its write-ahead log; the erasure completes by itself when that reader ends; "
-                            "repeat this request to confirm (wal_truncated: true)", retry_after=max(1, round(self.limits.store_wait_s)))
+                            "are still in the store's files; the scrub is recorded in the store and finishes as soon as "
+                            "that reader ends (or, if this server stops first, when the store is next opened, before "
+                            "any request); repeat this request to confirm (wal_truncated: true)", retry_after=max(1, round(self.limits.store_wait_s)))
         return counts
 
     def export(self, memory_id: str) -> bytes:

@@ -39,6 +39,16 @@ class Store:
         self.path, self.durable, self._create = Path(path), durable, create
         self._local, self._lock, self._conns = threading.local(), threading.Lock(), []
         self._conn()  # open now so a bad file fails here
+        self.finish_pending_scrubs()
+
+    def finish_pending_scrubs(self, wait_s: float = 5.0) -> bool:
+        """Finish erasures a crash or a stop left pending (pending_scrubs rows): called on open, so a
+        service finishes them before its first request. If outside readers still block the scrub
+        after `wait_s`, it continues in the background (`scrub_pending`) and False is returned."""
+        if ops.finish_scrubs(self._conn(), wait_s=wait_s):
+            return True
+        self._scrub_later()
+        return False
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -101,7 +111,9 @@ class Store:
                           "snapshots WHERE memory_id = ?", "entries WHERE memory_id = ?", "writes WHERE memory_id = ?",
                           "learned_states WHERE memory_id = ?", "memories WHERE id = ?"):
                 conn.execute(f"DELETE FROM {table}", (memory_id,))
-        ops.scrub(self._conn())
+            pending = conn.execute("INSERT INTO pending_scrubs(created) VALUES (?)", (time.time(),)).lastrowid
+        if not ops.finish_scrubs(self._conn(), upto=pending):
+            self._scrub_later()
 
     def memory_ids(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT id FROM memories ORDER BY created, id")]
@@ -310,12 +322,14 @@ class Store:
         images) waits at most `wait_s` for outside readers. If they are still there, "wal_truncated"
         is False and a background thread of this Store retries the checkpoint every 0.2 s until it
         succeeds, i.e. as soon as the last such reader ends its transaction (`scrub_pending` tells
-        whether it is still running). If the process exits first, SQLite checkpoints and removes
-        the WAL when the last connection to the file closes.
+        whether it is still running). The erasure is durable: a pending_scrubs row commits with the
+        deletion and is dropped only once the scrub is done, so if the process dies first (even by
+        SIGKILL) the next Store opened on the file finishes it before returning.
         """
         with self.transaction() as conn:
             counts = ops.delete_source(conn, source_id, memory_id, time.time())
-        counts["wal_truncated"] = ops.scrub(self._conn(), vacuum=vacuum, wait_s=wait_s)
+        pending = counts.pop("pending")
+        counts["wal_truncated"] = ops.finish_scrubs(self._conn(), wait_s=wait_s, upto=pending, vacuum=vacuum)
         if not counts["wal_truncated"]:
             self._scrub_later()
         return counts
@@ -337,7 +351,7 @@ class Store:
         conn = connect(self.path, create=False, durable=self.durable)
         try:
             while not getattr(self, "_closed", False):
-                if ops.scrub(conn, wait_s=0.0):
+                if ops.finish_scrubs(conn, wait_s=0.0):
                     return
                 time.sleep(0.2)
         finally:

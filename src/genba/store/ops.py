@@ -125,7 +125,22 @@ def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | Non
                  f"WHERE value = ?){learned_filter}", [source_id] + ([] if memory_id is None else [memory_id]))
     for touched in {m for _, m in hits}:
         bump(conn, touched)
-    return {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits})}
+    pending = conn.execute("INSERT INTO pending_scrubs(created) VALUES (?)", (now,)).lastrowid  # durable: see finish_scrubs
+    return {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits}), "pending": pending}
+
+
+def finish_scrubs(conn: sqlite3.Connection, *, wait_s: float = 2.5, upto: int | None = None, vacuum: bool = False) -> bool:
+    """Finish the erasures recorded in pending_scrubs (every one, or those with id <= `upto`):
+    scrub, then drop their rows (which hold no erased data) and checkpoint that small change too.
+    True when none remains pending; False when outside readers still block the scrub."""
+    where, args = ("", []) if upto is None else (" WHERE id <= ?", [upto])
+    if conn.execute(f"SELECT 1 FROM pending_scrubs{where} LIMIT 1", args).fetchone() is None:
+        return True
+    if not scrub(conn, wait_s=wait_s, vacuum=vacuum):
+        return False
+    conn.execute(f"DELETE FROM pending_scrubs{where}", args)
+    scrub(conn, wait_s=0.0)
+    return True
 
 
 def scrub(conn: sqlite3.Connection, *, vacuum: bool = False, wait_s: float = 2.5) -> bool:

@@ -10,11 +10,14 @@ and a busy timeout, so writers from several threads and processes queue instead 
 Tables: memories (spec JSON, text classifier float32 blob, hashed API token, version counter,
 method state JSON), entries (bank, class, slot, source id, entropy, time, feature blob, payload),
 writes (the write log), snapshots and snapshot_entries (full copies of entries at a snapshot),
-learned_states (a trained method's learned tensors, e.g. DMN's biases, as safetensors bytes, keyed
+pending_scrubs (one row per erasure whose scrub has not finished: no data, only its time; the
+store finishes them when it is next opened, so an erasure survives a crash), learned_states (a
+trained method's learned tensors, e.g. DMN's biases, as genba.artefact blobs, keyed
 by a fingerprint of the support they were trained on, with the source ids of that support so that
 deleting a source also deletes what was learned from it). learned_states is a cache: a memory
 whose fingerprint has no row trains again, and exports do not carry it. It is created on open in
-files written before it existed (no schema version change: older genba ignores the table).
+files written before it existed, as is pending_scrubs (no schema version change: older genba
+ignores both tables).
 """
 
 from __future__ import annotations
@@ -101,6 +104,14 @@ CREATE TABLE IF NOT EXISTS learned_states (
 """
 
 
+PENDING_SCRUBS = """
+CREATE TABLE IF NOT EXISTS pending_scrubs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL
+)
+"""
+
+
 def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: float = 30.0) -> sqlite3.Connection:
     """Open (and with `create`, initialise) the store at `path`; autocommit mode, checked version."""
     path = Path(path)
@@ -129,6 +140,8 @@ def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: 
         conn.execute("PRAGMA foreign_keys=ON")
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'learned_states'").fetchone() is None:
             conn.execute(LEARNED_STATES)  # files from before the table existed
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'pending_scrubs'").fetchone() is None:
+            conn.execute(PENDING_SCRUBS)
     except sqlite3.OperationalError as error:
         conn.close()
         if "locked" in str(error) or "busy" in str(error):
