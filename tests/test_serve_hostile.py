@@ -222,6 +222,10 @@ def test_token_checked_before_the_body_and_json_bodies_are_small(client):
                                   ("/memories/import", auth, 403)]:
         got, body_read = asgi_call(client.app, "POST", path, {"content-type": "application/json", **headers}, big)
         assert (got, body_read) == (status, False), path
+    # chunked (no Content-Length) JSON over 1 MiB with a valid token: 413, not the framework's 400
+    got, body_read = asgi_call(client.app, "POST", "/memories", {"content-type": "application/json", **ADMIN},
+                               [b'{"classnames": [' + b'"a",' * 200_000, b'"a",' * 200_000 + b'"b"]}'])
+    assert (got, body_read) == (413, True)
     r = client.post("/memories", headers={**ADMIN, "Content-Type": "application/json"},
                     content=b'{"classnames": [' + b'"a",' * 600_000 + b'"b"]}')
     assert r.status_code == 413 and "JSON" in r.json()["detail"]

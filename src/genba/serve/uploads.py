@@ -192,19 +192,26 @@ class BodyLimit:
             if int(declared) > limit:
                 return await _reply(send, 413, f"request body of {int(declared)} bytes is over the {limit} byte limit"
                                                f"{'' if uploads else ' of JSON routes'}")
-        seen, started = 0, False
+        seen, started, over = 0, False, False
+        message_413 = f"request body is over the {limit} byte limit{'' if uploads else ' of JSON routes'}"
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    over = True
                     raise BodyTooLarge()
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if over:  # the app turned BodyTooLarge into its own error (FastAPI: 400 for a JSON body): answer 413
+                if not started and message["type"] == "http.response.start":
+                    started = True
+                    await _reply(send, 413, message_413)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -213,7 +220,7 @@ class BodyLimit:
         except BodyTooLarge:
             if started:
                 raise
-            await _reply(send, 413, f"request body is over the {limit} byte limit")
+            await _reply(send, 413, message_413)
 
 
 async def _reply(send, status: int, message: str) -> None:
