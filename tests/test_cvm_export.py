@@ -175,3 +175,26 @@ def test_export_cli_and_bad_model_dir(tmp_path, model_dir, capsys):
     assert main(["export", str(tmp_path), "--onnx", str(tmp_path / "x.onnx")]) == 2
     assert "not a CVM model directory" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("args,problem", [
+    (["--name", "x" * 100_000], "at most 200"),
+    (["--name", "red\x1b[2J"], "control characters"),
+    (["--name", "teal", "--template", "{} {0}"], "exactly one '{}'"),
+    (["--name", "teal", "--template", "{.__class__}"], "exactly one '{}'"),
+])
+def test_add_class_checks_names_and_templates_like_the_server(model_dir, capsys, args, problem):
+    """The CLI uses the server's checks (genba.store.spec.check_classname / check_template)."""
+    from genba.cli import main
+    from genba.store.spec import MemorySpec
+
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    assert main(["cvm", "add-class", str(model_dir), *args]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1 and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    names = [args[1]] if args[0] == "--name" else ["a"]
+    templates = [args[3]] if len(args) > 2 else ["a photo of a {}."]
+    with pytest.raises(GenbaError, match=problem):
+        MemorySpec(classnames=names, templates=templates, encoder="tiny", encoder_provenance="p", dim=8,
+                   method="zeroshot")
