@@ -11,30 +11,39 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from genba.artefact import atomic_write_bytes, read_artefact, write_artefact
 from genba.errors import GenbaError
-from genba.metaschema import AnyJSON, Bool, Dict, Float, Int, List, Nullable, OneOf, Schema, Str
-from genba.train.config import TrainConfig
+from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, Schema, Str
+from genba.train.config import RANGES, TrainConfig
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE_JSON = "state.json"
 KIND = "train-checkpoint"
 BIG = 10**15
 
-_GROUP = Dict({"params": List(Int(min=0, max=10**8), max_len=10**8)}, max_len=100,
-              values=OneOf((Nullable(Float()), Bool(), Str(max_len=100), List(Float(), max_len=16))))
+def _config_spec() -> Dict:
+    """Exactly TrainConfig's fields, typed and ranged as TrainConfig documents them."""
+    specs = {}
+    for f in fields(TrainConfig):
+        lo, hi = RANGES.get(f.name, (None, None))
+        default = f.default
+        specs[f.name] = Bool() if isinstance(default, bool) else Int(min=lo, max=hi) if isinstance(default, int) \
+            else Float(min=lo, max=hi)
+    return Dict(specs)
+
+
 _STATE = Dict({
-    "step": Int(min=0, max=BIG), "epoch": Int(min=0, max=100_000), "finished": Bool(),
-    "config": Dict(values=OneOf((Float(), Bool())), max_len=100), "objective": Str(max_len=200),
-    "rows": Int(min=1, max=BIG), "best_score": Nullable(Float()), "best_epoch": Nullable(Int(min=0, max=100_000)),
-    "evals_since_best": Int(min=0, max=100_000), "stopped_early": Bool(), "loss_sum": Float(), "loss_rows": Int(min=0, max=BIG),
-    "history": List(Dict({"epoch": Int(min=0, max=100_000), "step": Int(min=0, max=BIG), "loss": Nullable(Float())},
-                         optional=("val",), values=AnyJSON(), allow_extra=True, max_len=50), max_len=100_000),
-    "optimizer_groups": List(_GROUP, max_len=1000),
+    "step": Int(min=0, max=BIG), "epoch": Int(min=0, max=100_000), "finished": Bool(), "config": _config_spec(),
+    "objective": Str(max_len=200), "rows": Int(min=1, max=BIG), "best_score": Nullable(Float()),
+    "best_epoch": Nullable(Int(min=0, max=100_000)), "evals_since_best": Int(min=0, max=100_000), "stopped_early": Bool(),
+    "loss_sum": Float(), "loss_rows": Int(min=0, max=BIG),
+    "history": List(Dict({"epoch": Int(min=0, max=100_000), "step": Int(min=0, max=BIG), "loss": Nullable(Float()),
+                          "val": Nullable(Float())}, optional=("val",)), max_len=100_000),
 })
 
 
@@ -48,6 +57,14 @@ def _check(meta: dict, tensors: dict) -> str | None:
         return f"meta.state.epoch: {state['epoch']} is beyond the configured {config.epochs} epochs"
     if state["step"] > config.epochs * state["rows"]:
         return f"meta.state.step: {state['step']} is more steps than {config.epochs} epochs of {state['rows']} rows"
+    if state["loss_rows"] > state["rows"] or (state["best_epoch"] or 0) > state["epoch"]:
+        return "meta.state: loss_rows or best_epoch beyond the rows and epochs done"
+    if [h["epoch"] for h in state["history"]] != list(range(state["epoch"])) or any(
+            h["step"] > state["step"] for h in state["history"]):
+        return "meta.state.history: not one entry per finished epoch up to the checkpoint's step"
+    for name, value in tensors.items():
+        if name.startswith("optim/") and name.endswith(("/exp_avg_sq", "/step")) and bool((value < 0).any()):
+            return f"tensor {name[:60]!r} holds negative values (an AdamW second moment or step count never is)"
     for name in tensors:
         parts = name.split("/")
         if parts[0] in ("model", "best") and len(parts) > 1:
@@ -75,22 +92,22 @@ def save_checkpoint(directory: Path, state: dict, model: dict[str, torch.Tensor]
         for name, value in slots.items():
             tensors[f"optim/{index}/{name}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
     history = [{k: _finite_or_none(v) for k, v in entry.items()} for entry in state.get("history", [])]
-    full_state = dict(state, history=history, best_score=_finite_or_none(state.get("best_score")),
-                      optimizer_groups=optimizer["param_groups"])
+    full_state = dict(state, history=history, best_score=_finite_or_none(state.get("best_score")))
     directory.mkdir(parents=True, exist_ok=True)
     write_artefact(directory / CHECKPOINT, kind=KIND, meta={"state": full_state}, tensors=tensors)
     atomic_write_bytes(directory / STATE_JSON, (json.dumps(state, indent=2) + "\n").encode())
 
 
 def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, dict | None] | None:
-    """(state, model tensors, optimizer state_dict, best tensors or None), or None when absent;
-    an unusable checkpoint is one genba.artefact.ArtefactError naming the file."""
+    """(state, model tensors, optimizer per-parameter state {"state": {index: slots}}, best tensors
+    or None), or None when absent; an unusable checkpoint is one genba.artefact.ArtefactError naming
+    the file. The optimizer's param groups (learning rates, betas, ...) are not in the file: the
+    resuming engine takes them from its own configuration, never from disk."""
     path = directory / CHECKPOINT
     if not path.exists():
         return None
     artefact = read_artefact(path, kind=KIND, schema=SCHEMA)
     tensors, state = artefact.tensors, dict(artefact.meta["state"])
-    groups = state.pop("optimizer_groups")
     model = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")} or None
     slots: dict[int, dict] = {}
@@ -98,4 +115,4 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict, dict, dict | None] | N
         if k.startswith("optim/"):
             _, index, name = k.split("/", 2)
             slots.setdefault(int(index), {})[name] = v
-    return state, model, {"state": slots, "param_groups": groups}, best
+    return state, model, {"state": slots}, best

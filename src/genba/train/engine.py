@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from genba.errors import GenbaError
 from genba.train import distributed
-from genba.train.checkpoint import load_checkpoint, save_checkpoint
+from genba.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from genba.train.config import TrainConfig
 from genba.train.data import TrainData, epoch_order, seed_step, step_seed
 from genba.train.objective import Callback, Objective
@@ -126,14 +126,15 @@ class Engine:
         state, model, optim, best = found
         if state["config"] != self.config.to_dict() or state["objective"] != type(self.objective).__name__ \
                 or state["rows"] != len(self.data):
-            raise GenbaError(f"the checkpoint in {self.checkpoint_dir} is of another run "
+            raise GenbaError(f"the checkpoint {self.checkpoint_dir / CHECKPOINT} is of another run "
                              f"({state['objective']}, {state['rows']} rows, settings {state['config']}); "
                              "resume with the same settings and data, or use a new output directory")
         try:
             self.objective.load_state_dict(model)
-            self.optimizer.load_state_dict(optim)
+            groups = self.optimizer.state_dict()["param_groups"]  # this run's settings, never the file's
+            self.optimizer.load_state_dict({"state": optim["state"], "param_groups": groups})
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
-            raise GenbaError(f"{self.checkpoint_dir / 'checkpoint.safetensors'}: its tensors do not fit this run "
+            raise GenbaError(f"{self.checkpoint_dir / CHECKPOINT}: its tensors do not fit this run "
                              f"({str(error).splitlines()[0][:160]}); delete it to start over, or use a new output directory") from None
         for key in ("step", "epoch", "best_score", "best_epoch", "evals_since_best", "stopped_early",
                     "loss_sum", "loss_rows", "history"):
