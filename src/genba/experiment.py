@@ -236,9 +236,13 @@ class ResultLog:
         return log
 
     def _load(self) -> tuple[list[RunRecord], list[str], list]:
-        old = json.loads(self.path.read_text())
-        commands = old.get("commands", [old["command"]])
-        return [RunRecord.from_dict(r) for r in old["rows"]], commands, old.get("seconds", [None] * len(commands))
+        try:
+            old = json.loads(self.path.read_text())
+            commands = old.get("commands", [old["command"]])
+            return [RunRecord.from_dict(r) for r in old["rows"]], commands, old.get("seconds", [None] * len(commands))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
+            raise GenbaError(f"{self.path}: not a results file this benchmark wrote ({type(error).__name__}); "
+                             "move it away and run the benchmark again") from None
 
     def add(self, records: list[RunRecord]) -> None:
         """Append rows and save (progress that survives a crash)."""
