@@ -41,6 +41,8 @@ def _peft():
 class LoraCLIPLearner(ClassTextObjective):
     """Args: encoder (an hf: CLIP encoder), text (C, D) unit class texts, r / alpha of LoRA."""
 
+    provides = frozenset({"logits", "task-adapters", "reference"})  # LoRA per task, no delta / cache slot
+
     def __init__(self, encoder, text: torch.Tensor, *, r: int = 4, alpha: float = 8.0,
                  targets: tuple[str, ...] = TARGETS, scale: float = SCALE) -> None:
         super().__init__()

@@ -31,7 +31,7 @@ from genba.cvm.objective import StreamObjective, accuracy
 from genba.cvm.student import build_student, count_macs, trainable_parameters
 from genba.cvm.tasks import TaskSpec, build_tasks
 from genba.errors import GenbaError
-from genba.train import TensorData, TrainConfig, fit
+from genba.train import TensorData, TrainConfig, fit, seeded
 
 DEFAULT_SIZE = {"small": 32, "lite0": 64, "lite1": 64, "lite2": 64}
 
@@ -77,13 +77,13 @@ class CVMConfig:
 
 
 def make_objective(cfg: CVMConfig, bank: ConceptBank, loss: str) -> StreamObjective:
-    torch.manual_seed(cfg.seed)
-    student = build_student(cfg.student, image_size=cfg.image_size)
-    centered = bool(cfg.center) and bank.center is not None
-    head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
-                       scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered, unseen=cfg.unseen,
-                       hub=cfg.hub) if cfg.head == "concept" else \
-        LinearHead(student.feature_dim, len(bank))
+    with seeded(cfg.seed):  # the student's and head's initialisation draw from the run's seed
+        student = build_student(cfg.student, image_size=cfg.image_size)
+        centered = bool(cfg.center) and bank.center is not None
+        head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
+                           scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered, unseen=cfg.unseen,
+                           hub=cfg.hub) if cfg.head == "concept" else \
+            LinearHead(student.feature_dim, len(bank))
     return StreamObjective(student, head, loss)
 
 

@@ -5,8 +5,8 @@
 """
 
 from genba.continual.strategies import adapters, baselines, lwf, memory, regularizers, replay, zscl  # noqa: F401
-from genba.continual.strategies.base import (ContinualObjective, Strategy, all_rows, concat_data, make_config,
-                                             make_strategy, register_strategy, strategy_names)
+from genba.continual.strategies.base import (ContinualObjective, Strategy, all_rows, check_compatible, concat_data,
+                                             make_config, make_strategy, register_strategy, strategy_names)
 
-__all__ = ["ContinualObjective", "Strategy", "all_rows", "concat_data", "make_config", "make_strategy",
-           "register_strategy", "strategy_names"]
+__all__ = ["ContinualObjective", "Strategy", "all_rows", "check_compatible", "concat_data", "make_config",
+           "make_strategy", "register_strategy", "strategy_names"]
