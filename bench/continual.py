@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from genba.cache import TensorCache
+from genba.continual.learner import Learner
 from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec, run_continual
 from genba.continual.reference import load_reference
 from genba.continual.strategies import strategy_names
@@ -55,8 +56,7 @@ ORDERS = {"I": ["textile", "fashion-mnist", "digits"], "II": ["digits", "fashion
 CONTROL = "animal-mnist"
 CHOSEN = "task-adapters"
 BASELINES = ("zeroshot", "finetune", "joint")
-METHODS = ["zeroshot", "finetune", "joint", "replay", "l2", "ewc", "lwf", "zscl", "task-adapters", "moe-adapters",
-           "memory"]
+METHODS = strategy_names(Learner)  # every registered method that runs on the cached-feature learner
 COLUMNS = ["transfer", "avg", "last", "bwt", "fwt", "forgetting", "control_before", "control_after"]
 
 

@@ -71,25 +71,3 @@ def predict_folder(model: str | Path, images: str | Path, batch_size: int = 16) 
         best = probs.argmax(-1)
         out += [(str(f), clf.classes[int(b)], float(p[b])) for f, b, p in zip(chunk, best, probs)]
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m genba.cvm.predict --model FILE --images DIR` (the same as `genba predict`)."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="genba predict")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--images", required=True)
-    args = parser.parse_args(argv)
-    try:
-        for path, name, prob in predict_folder(args.model, args.images):
-            print(f"{path}\t{name}\t{prob:.4f}")
-    except GenbaError as error:
-        print(f"genba: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
