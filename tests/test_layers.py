@@ -11,7 +11,8 @@ SRC = Path(__file__).parents[1] / "src" / "genba"
 LAYERS = [
     {"errors", "tensors", "registry", "settings", "cache", "report", "metrics"},
     {"data"},
-    {"backbones", "encoders"},
+    {"backbones"},
+    {"encoders"},  # built on backbones; backbones never import encoders
     {"features", "memory", "train"},
     {"store"},
     {"zeroshot", "methods"},

@@ -87,7 +87,7 @@ def prepare(args):
     spec.validate()  # unknown method / hyperparameter / setting: before any data is read
     trunk = None
     if args.trunk:
-        from genba.backbones import load_backbone
+        from genba.encoders import load_backbone
 
         name, sep, stage = args.trunk.partition(":")
         if not sep or not stage:

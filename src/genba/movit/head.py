@@ -35,7 +35,7 @@ def input_name(backbone, image_size: int) -> str:
 @functools.lru_cache(maxsize=2)
 def backbone(spec: str):
     """The frozen encoder (loaded once per process)."""
-    from genba.backbones import load_backbone
+    from genba.encoders import load_backbone
 
     return load_backbone(spec)
 
