@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from genba.cvm.student import Student
+from genba.cvm.student import Student, register_student
 
 VARIANT = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "lite2": "efficientnet-lite2"}
 
@@ -54,3 +54,8 @@ class LiteTrunkStudent(Student):
 
     def provenance(self) -> str:
         return f"{self.backbone.provenance}:until={self.cut}:size={self.image_size}"
+
+
+for _kind in VARIANT:
+    register_student(_kind, f"EfficientNet-Lite{_kind[-1]} trunk, last stage trained from cached activations")(
+        lambda _kind=_kind, **spec: LiteTrunkStudent(variant=_kind, **spec))
