@@ -21,8 +21,8 @@ def register_cli(commands, common) -> None:
                             description="Train one continual method task by task over a stream and print the "
                                         "accuracy matrix (zero-shot row first) and the metrics.")
     p.add_argument("--stream", required=True,
-                   help="comma-separated tasks: datasets, class subsets name[0-4], class-incremental name#N, "
-                        "folder:<dir>, csv:<file>")
+                   help="comma-separated tasks: datasets, class subsets name[0-4] or name[c1|c2] (optionally xK: K "
+                        "training images per class), class-incremental name#N, folder:<dir>, csv:<file>")
     p.add_argument("--method", required=True,
                    help="continual method, a registered strategy (genba.continual.strategies; an unknown name, or one "
                         "the learner cannot run, lists the ones that work)")
