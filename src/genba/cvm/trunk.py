@@ -29,17 +29,13 @@ class LiteTrunkStudent(Student):
         self.variant, self.image_size, self.cut, self.pretrained = variant, int(image_size), cut, pretrained
         self.feature_dim = self.backbone.feature_dim
         self.net._fc = torch.nn.Identity()  # the ImageNet classifier is not part of the student
-        trainable = {id(p) for m in self.backbone.trainable_modules(after=cut) for p in m.parameters()}
-        for p in self.net.parameters():
-            p.requires_grad_(id(p) in trainable)
-        self._frozen = [m for m in self.net.modules() if not any(p.requires_grad for p in m.parameters(recurse=False))
-                        and list(m.parameters(recurse=False))]
+        self.backbone.train_after(cut)
         self.train(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in getattr(self, "_frozen", []):
-            module.eval()
+        if hasattr(self, "backbone"):  # the trainable stages' BatchNorm learns its statistics
+            self.backbone.apply_norm_policy("frozen-stages")
         return self
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -47,7 +43,7 @@ class LiteTrunkStudent(Student):
             return self.backbone.forward_features(pixels, until=self.cut)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(self.backbone.forward_from(x, start=self.cut))
+        return self.backbone.forward_trunk(x, self.cut)
 
     def spec(self) -> dict:
         return {"kind": self.variant, "image_size": self.image_size, "cut": self.cut, "pretrained": self.pretrained}
