@@ -170,13 +170,15 @@ def task_steps(learner: Learner, stream: Stream, upto: int | None = None) -> lis
 
 def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tuple[float, list[dict]]:
     """train.lr from LR_GRID by the first task's validation accuracy (trained on the first task only)."""
-    table = []
-    for lr in LR_GRID:
+    from genba.methods.select import grid_search
+
+    def score(point: dict) -> float:
         learner = make_learner(stream, reference, spec.hidden, spec.trunk, spec.lora)
         strategy = make_strategy(spec.method, seed=spec.seed, learner=learner, **spec.hyperparameters)
-        run_tasks(learner, task_steps(learner, stream, upto=1), strategy, spec.train.replace(lr=lr))
-        table.append({"lr": lr, "val_top1": 100.0 * learner.validate()})
-    best = max(table, key=lambda r: r["val_top1"])
+        run_tasks(learner, task_steps(learner, stream, upto=1), strategy, spec.train.replace(lr=point["lr"]))
+        return 100.0 * learner.validate()
+
+    best, table = grid_search([{"lr": lr} for lr in LR_GRID], score)
     return best["lr"], table
 
 

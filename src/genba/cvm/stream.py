@@ -249,18 +249,25 @@ def select_loss(cfg: CVMConfig, tasks, bank: ConceptBank, cache) -> tuple[str, f
     losses = ("contrastive", "cosine") if cfg.loss == "auto" else (cfg.loss,)
     scales = SCALES if not cfg.concept_scale else (cfg.concept_scale,)
     centers = (True, False) if cfg.center is None else (bool(cfg.center),)
-    grid = [(loss, s, c) for c in centers for loss in losses for s in (scales if loss == "contrastive" else scales[:1])]
-    scores = {}
-    for loss, scale, center in grid:
+    from genba.methods.select import grid_search
+
+    grid = [{"loss": loss, "scale": s, "center": c} for c in centers for loss in losses
+            for s in (scales if loss == "contrastive" else scales[:1])]
+    key = lambda p: f"{p['loss']}@{p['scale']:g}{'+centred' if p['center'] else ''}"  # noqa: E731
+
+    def score(point: dict) -> float:
         with torch.no_grad():
-            objective = make_objective(_with(cfg, scale, center), bank, loss)
+            objective = make_objective(_with(cfg, point["scale"], point["center"]), bank, point["loss"])
         x = prepare_inputs(objective, task.train_x, cache, f"{task.name}:train")
         vx = prepare_inputs(objective, task.val_x, cache, f"{task.name}:val")
         objective.set_known(max(task.trained_ids) + 1)
         objective.set_validation(vx, task.val_y)
-        fit(objective, TensorData(x=x, y=task.train_y), cfg.train, progress=False, desc=f"select:{loss}")
-        scores[f"{loss}@{scale:g}{'+centred' if center else ''}"] = objective.validate()
-    best = max(scores, key=lambda k: scores[k])  # ties: the first in grid order
+        fit(objective, TensorData(x=x, y=task.train_y), cfg.train, progress=False, desc=f"select:{point['loss']}")
+        return objective.validate()
+
+    chosen, table = grid_search(grid, score)  # task 1's validation only; ties: the first in grid order
+    scores = {key(row): row["val_top1"] for row in table}
+    best = key(chosen)
     loss, rest = best.split("@")
     return loss, float(rest.split("+")[0]), rest.endswith("+centred"), \
         {"chosen": best, "val_top1": scores, "task": task.name, "n_val": len(task.val_y)}
