@@ -42,10 +42,11 @@ import numpy as np
 import torch
 
 from genba.cache import TensorCache
+from genba.continual.learner import Learner
 from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec, run_continual
-from genba.continual.reference import load_reference
+from genba.continual.inputs import StreamInputs, load_inputs
 from genba.continual.strategies import strategy_names
-from genba.continual.stream import Stream, TaskSpec, build_stream
+from genba.continual.stream import Stream
 from genba.encoders import load_encoder
 from genba.experiment import ResultWriter, format_mean_std
 from genba.report import markdown_table
@@ -55,8 +56,7 @@ ORDERS = {"I": ["textile", "fashion-mnist", "digits"], "II": ["digits", "fashion
 CONTROL = "animal-mnist"
 CHOSEN = "task-adapters"
 BASELINES = ("zeroshot", "finetune", "joint")
-METHODS = ["zeroshot", "finetune", "joint", "replay", "l2", "ewc", "lwf", "zscl", "task-adapters", "moe-adapters",
-           "memory"]
+METHODS = strategy_names(Learner)  # every registered method that runs on the cached-feature learner
 COLUMNS = ["transfer", "avg", "last", "bwt", "fwt", "forgetting", "control_before", "control_after"]
 
 
@@ -85,16 +85,15 @@ def main() -> None:
     start = time.perf_counter()
     cache = TensorCache(args.cache_dir)
     encoder = load_encoder("conse")
-    reference = load_reference(encoder, cache)
     unknown = sorted(set(args.methods) - set(strategy_names()))
     if unknown:
         raise SystemExit(f"unknown methods {unknown}")
     runs = []
     datasets: dict = {}
     for seed in args.seeds:
-        base = build_stream([TaskSpec(n) for n in ORDERS["I"]], encoder, cache, seed=seed, control=TaskSpec(args.control),
-                            max_train_per_class=args.max_train_per_class, max_test_per_class=args.max_test_per_class,
-                            datasets=datasets)
+        inputs = StreamInputs(stream=",".join(ORDERS["I"]), control=args.control, seed=seed,
+                              max_train_per_class=args.max_train_per_class, max_test_per_class=args.max_test_per_class)
+        base, reference = load_inputs(inputs, ContinualSpec(method="zeroshot"), cache, encoder=encoder, datasets=datasets)
         by_name = {t.name: t for t in base.tasks}
         for order, names in ORDERS.items():
             stream = reorder(by_name, names, base.control)

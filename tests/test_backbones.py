@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genba.backbones import extract_activations, load_backbone
+from genba.backbones import backbone_names, extract_activations, load_backbone
 from genba.cache import TensorCache
 from genba.data import load_dataset
 from genba.errors import GenbaError
@@ -25,6 +25,18 @@ def test_cut_points_compose_to_the_full_forward(lite0, one_thread):
     assert lite0.stages[0] == "stem" and lite0.stages[-1] == "head"
     trainable = {id(p) for m in lite0.trainable_modules(after="block14") for p in m.parameters()}
     assert trainable == {id(p) for m in (lite0.net._blocks[15], lite0.net._conv_head, lite0.net._bn1) for p in m.parameters()}
+
+
+def test_every_registered_backbone_kind_builds_and_cuts():
+    from genba.backbones import BACKBONES
+
+    names = backbone_names()
+    assert {"efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"} <= set(names)
+    for kind in [n for n in names if n in BACKBONES and n != "hf"]:
+        bb = load_backbone(kind, pretrained=False)
+        assert bb.stages and bb.feature_dim > 0 and bb.provenance
+    with pytest.raises(GenbaError, match="takes no argument"):
+        load_backbone("efficientnet-lite0:x")
 
 
 def test_unknown_stage_and_backbone_are_clear_errors(lite0):

@@ -8,7 +8,8 @@ from PIL import Image
 
 from conftest import make_color_folder
 from genba.cli import main
-from genba.continual.stream import parse_stream
+from genba.continual.stream import TaskSpec, parse_stream
+from genba.errors import GenbaError
 
 
 def make_shapes_folder(root, per_class=8, seed=1):
@@ -140,3 +141,17 @@ def test_nan_features_are_refused_before_training(folders, tmp_path, capsys, mon
                         "--out", str(out)], capsys)
     assert code == 2 and "NaN" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_one_task_grammar_reads_class_names_and_shots():
+    """CVM's `name[c1|c2]xK` is a form of the continual grammar (genba.cvm.tasks reads it through it)."""
+    from genba.cvm.tasks import parse_stream as parse_cvm
+
+    a, b, c = parse_stream("a[cat|dog]x4,b[1-2]x3,c[cat]", lambda name: 4)
+    assert (a.names, a.shots, a.classes) == (("cat", "dog"), 4, None) and (b.classes, b.shots) == ((1, 2), 3)
+    assert c.class_indices(["dog", "cat"]) == [1]
+    assert parse_cvm("a,b[cat|dog]x4")[1].only == ("cat", "dog")
+    with pytest.raises(GenbaError, match="no class 'cow'"):
+        TaskSpec("a", names=("cow",)).class_indices(["cat", "dog"])
+    with pytest.raises(GenbaError, match=">= 1"):
+        parse_stream("a[cat]x0")

@@ -136,7 +136,9 @@ def test_replay_mixes_buffer_rows_of_earlier_tasks_only(setup, tmp_path):
 def test_memory_grows_by_shots_per_class(setup):
     stream, learner, data = setup
     memory = make_strategy("memory", shots=3)
-    memory.begin_task(learner, 0)
+    added = memory.begin_task(learner, 0)
+    assert learner.cache is None and set(added) == {"cache"}  # returned for the loop to install, not assigned
+    learner.install(added)
     memory.end_task(learner, data, 0)
     assert learner.cache.keys.shape[0] == 2 * 3
     before = learner.cache.nbytes

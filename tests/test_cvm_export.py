@@ -75,8 +75,8 @@ def _check_lines(stdout: str, expected) -> None:
 
 def test_predict_module_runs_with_torch_blocked(exported):
     onnx_path, images, expected = exported
-    done = _run_without_torch("from genba.cvm.predict import main\n"
-                              f"code = main(['--model', {str(onnx_path)!r}, '--images', {str(images)!r}])\n")
+    done = _run_without_torch("from genba.cvm.cli import predict_main\n"
+                              f"code = predict_main(['--model', {str(onnx_path)!r}, '--images', {str(images)!r}])\n")
     assert done.returncode == 0, done.stderr
     _check_lines(done.stdout, expected)
 

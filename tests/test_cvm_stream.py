@@ -97,8 +97,10 @@ def test_genba_continual_penalties_compose_with_the_cvm_objective(strategy, one_
 
 
 def test_bad_stream_inputs(two_tasks):
-    with pytest.raises(GenbaError, match="unknown CVM strategy"):
+    with pytest.raises(GenbaError, match="unknown continual method 'magic'"):
         run_stream(_cfg(two_tasks, strategy="magic", loss="contrastive", concept_scale=25.0, center=True))
+    with pytest.raises(GenbaError, match="method 'memory' needs a learner with cache"):  # the contract, not a name list
+        run_stream(_cfg(two_tasks, strategy="memory", loss="contrastive", concept_scale=25.0, center=True))
     with pytest.raises(GenbaError, match="unknown hyperparameter"):
         run_stream(_cfg(two_tasks, strategy="replay", strategy_hp={"size": 3}, loss="contrastive",
                         concept_scale=25.0, center=True))

@@ -406,7 +406,7 @@ def test_missing_tokenizer(checkpoints, tmp_path):
 # ----------------------------------------------------------------------------- backbone surface
 @pytest.mark.parametrize("kind", ["clip", "siglip", "dinov2"])
 def test_hf_backbone_cut_points_give_the_encoders_visual_features(checkpoints, kind):
-    from genba.backbones import load_backbone
+    from genba.encoders import load_backbone
 
     backbone = load_backbone(f"hf:{checkpoints[kind]}")
     encoder = load_encoder(f"hf:{checkpoints[kind]}")

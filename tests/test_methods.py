@@ -247,3 +247,10 @@ def test_batched_stream_writes_every_query():
     assert torch.equal(exact.dynamic.count, batched.dynamic.count)  # same writes: pseudo-labels are text-only
     assert abs(top1(a, ty) - top1(b, ty)) <= 5
     assert batched.hyperparameters()["stream_batch"] == 16
+
+
+def test_grid_search_is_the_one_selection_first_on_ties():
+    from genba.methods.select import grid_search
+
+    best, table = grid_search([{"lr": 1}, {"lr": 2}, {"lr": 3}], lambda p: {1: 50.0, 2: 70.0, 3: 70.0}[p["lr"]])
+    assert best == {"lr": 2} and [r["val_top1"] for r in table] == [50.0, 70.0, 70.0]

@@ -62,7 +62,7 @@ def make_checkpoint(tmp):
 
 
 def make_learner(tmp):
-    from genba.continual.protocol import load_learner_state, save_learner_state
+    from genba.continual.loop import load_learner_state, save_learner_state
 
     path = tmp / "learner.safetensors"
     save_learner_state(path, {"adapter.weight": torch.randn(3, 3), "adapter.bias": torch.zeros(3)})

@@ -36,6 +36,9 @@ def resize_centre_crop(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+NORM_POLICIES = ("frozen", "frozen-stages")
+
+
 class Backbone:
     """Base class. Subclasses define `stages` (ordered cut-point names), `_run(x, i)` applying
     stage i, `forward_head`, `module`, `provenance`, `feature_dim`."""
@@ -89,6 +92,32 @@ class Backbone:
         """The modules of the stages after the cut `after` (the part one fine-tunes)."""
         first = self.stage_index(after, 0) + 1
         return [m for i in range(first, len(self.stages)) for m in self._stage_modules(i)]
+
+    # ------------------------------------------------------------------ a trunk trained after a cut
+    def train_after(self, cut: str) -> None:
+        """Freeze every parameter, then make the stages after `cut` trainable (the one place the
+        continual trunk learner and CVM's trunk student set their trainable part)."""
+        self.module.requires_grad_(False)
+        for m in self.trainable_modules(after=cut):
+            m.requires_grad_(True)
+
+    def forward_trunk(self, acts: torch.Tensor, cut: str) -> torch.Tensor:
+        """Pooled features from activations after `cut`: forward_head(forward_from(acts, cut))."""
+        return self.forward_head(self.forward_from(acts, start=cut))
+
+    def apply_norm_policy(self, policy: str) -> None:
+        """BatchNorm in training, an explicit choice (call after module.train(mode)):
+        "frozen"        every BatchNorm keeps its pretrained statistics (eval mode), trainable
+                        stages included (genba.continual.trunk);
+        "frozen-stages" the modules whose own parameters are all frozen run in eval mode, so the
+                        BatchNorm of the trainable stages updates its statistics (genba.cvm.trunk)."""
+        if policy not in NORM_POLICIES:
+            raise ValueError(f"BatchNorm policy must be one of {', '.join(NORM_POLICIES)}, got {policy!r}")
+        for m in self.module.modules():
+            own = list(m.parameters(recurse=False))
+            if (policy == "frozen" and isinstance(m, nn.modules.batchnorm._BatchNorm)) or \
+                    (policy == "frozen-stages" and own and not any(p.requires_grad for p in own)):
+                m.eval()
 
     def _stage_modules(self, index: int) -> list[nn.Module]:
         raise NotImplementedError

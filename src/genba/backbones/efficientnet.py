@@ -17,8 +17,9 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from genba.backbones import register_backbone
 from genba.backbones.base import Backbone
-from genba.encoders.base import file_sha256
+from genba.cache import file_sha256
 from genba.errors import GenbaError
 
 VARIANTS = {"efficientnet-lite0": 0, "efficientnet-lite1": 1, "efficientnet-lite2": 2}
@@ -55,6 +56,10 @@ class EfficientNetLite(Backbone):
     def module(self) -> nn.Module:
         return self.net
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The ImageNet classifier on (..., 1280) pooled features -> (..., 1000) logits."""
+        return self.net._fc(features)
+
     @cached_property
     def provenance(self) -> str:
         weights = file_sha256(weights_path(self.name))[:16] if self.pretrained else "random"
@@ -89,3 +94,15 @@ class EfficientNetLite(Backbone):
     def classifier(self) -> nn.Linear:
         """The ImageNet-1k classifier on forward_head's vector."""
         return self.net._fc
+
+
+def _register(variant: str) -> None:
+    @register_backbone(variant, f"EfficientNet-Lite{VARIANTS[variant]} (ImageNet weights, Apache-2.0)")
+    def factory(argument: str | None, pretrained: bool = True) -> EfficientNetLite:
+        if argument:
+            raise GenbaError(f"backbone '{variant}' takes no argument, got '{variant}:{argument}'")
+        return EfficientNetLite(variant, pretrained=pretrained)
+
+
+for _variant in VARIANTS:
+    _register(_variant)

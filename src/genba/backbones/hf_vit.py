@@ -22,7 +22,7 @@ TARGET_NAMES = (["q_proj", "v_proj"], ["query", "value"])  # transformers 5 / ol
 class HFVisionBackbone(Backbone):
     def __init__(self, encoder) -> None:
         self.encoder, self.kind = encoder, encoder.model_type
-        model = encoder._model
+        model = encoder.model
         self.vision = model if self.kind == "dinov2" else model.vision_model
         self.layers = self.vision.encoder.layer if self.kind == "dinov2" else self.vision.encoder.layers
         self.stages = ["embeddings"] + [f"layer{i}" for i in range(len(self.layers))] + ["norm"]
@@ -44,7 +44,7 @@ class HFVisionBackbone(Backbone):
     def _run(self, x: torch.Tensor, index: int) -> torch.Tensor:
         v = self.vision
         if index == 0:
-            kwargs = {} if self.kind == "dinov2" else dict(self.encoder._vision_kwargs)
+            kwargs = {} if self.kind == "dinov2" else dict(self.encoder.vision_kwargs)
             x = v.embeddings(x.float(), **kwargs)
             return v.pre_layrnorm(x) if self.kind == "clip" else x
         if index == len(self.stages) - 1:

@@ -21,10 +21,11 @@ def register_cli(commands, common) -> None:
                             description="Train one continual method task by task over a stream and print the "
                                         "accuracy matrix (zero-shot row first) and the metrics.")
     p.add_argument("--stream", required=True,
-                   help="comma-separated tasks: datasets, class subsets name[0-4], class-incremental name#N, "
-                        "folder:<dir>, csv:<file>")
-    p.add_argument("--method", required=True, help="continual method (zeroshot, finetune, joint, replay, l2, ewc, "
-                                                    "lwf, zscl, task-adapters, moe-adapters, memory)")
+                   help="comma-separated tasks: datasets, class subsets name[0-4] or name[c1|c2] (optionally xK: K "
+                        "training images per class), class-incremental name#N, folder:<dir>, csv:<file>")
+    p.add_argument("--method", required=True,
+                   help="continual method, a registered strategy (genba.continual.strategies; an unknown name, or one "
+                        "the learner cannot run, lists the ones that work)")
     p.add_argument("--setting", choices=SETTINGS, default="mtil",
                    help="mtil: task id known, each task among its own classes; xtail: no task id, union label space")
     p.add_argument("--seed", type=int, default=0, help="seed of validation split, caps, batches (default 0)")
@@ -61,72 +62,27 @@ def _split_sets(pairs: list[str]):
     return method, train
 
 
-def default_control(stream_datasets: set[str]) -> str | None:
-    from genba.data.builtin import DATASETS
-
-    for name, entry in DATASETS.items():
-        if name not in stream_datasets and entry.check()[0]:
-            return name
-    return None
-
-
 def prepare(args):
-    """Everything checked and loaded before training: (stream, reference, spec, out)."""
+    """Everything checked and loaded before training: (stream, reference, spec), through
+    genba.continual.inputs (the same function bench scripts call); --out / --resume checked here."""
     from genba.cache import TensorCache
+    from genba.continual.inputs import StreamInputs, load_inputs
     from genba.continual.protocol import DEFAULT_TRAIN, ContinualSpec
-    from genba.continual.reference import load_reference
-    from genba.continual.stream import build_stream, parse_stream
-    from genba.data import load_dataset
-    from genba.encoders import load_encoder
     from genba.errors import GenbaError
 
     method_hp, train_hp = _split_sets(args.set)
     spec = ContinualSpec(method=args.method, hyperparameters=method_hp, settings=(args.setting,), seed=args.seed,
                          train=DEFAULT_TRAIN.replace(**train_hp), hidden=args.hidden, select=args.select)
     spec.validate()  # unknown method / hyperparameter / setting: before any data is read
-    trunk = None
-    if args.trunk:
-        from genba.backbones import load_backbone
-
-        name, sep, stage = args.trunk.partition(":")
-        if not sep or not stage:
-            raise GenbaError(f"--trunk takes BACKBONE:STAGE (e.g. efficientnet-lite0:block14), got '{args.trunk}'")
-        backbone = load_backbone(name)
-        backbone.stage_index(stage, 0)  # unknown stage -> GenbaError listing the cut points
-        trunk = (backbone, stage, args.trunk_size)
-        spec.trunk = trunk
-    datasets: dict = {}
-
-    def num_classes(name: str) -> int:
-        datasets.setdefault(name, load_dataset(name))
-        return datasets[name].num_classes
-
-    specs = parse_stream(args.stream, num_classes)
-    if len(specs) < 2:
-        raise GenbaError(f"the stream '{args.stream}' has one task: Transfer, BWT, FWT and Forgetting need at "
-                         "least two; add tasks, or split it (e.g. name#5)")
-    control_name = args.control if args.control is not None else default_control({s.dataset for s in specs})
-    control = None if control_name in (None, "none") else parse_stream(control_name, num_classes)
-    if control is not None and len(control) != 1:
-        raise GenbaError(f"--control takes one task, got '{control_name}'")
     if args.out is not None and not args.resume and args.out.exists() and any(args.out.iterdir()):
         raise GenbaError(f"{args.out} is not empty: pass --resume to continue that run, or choose a new --out")
     if args.resume and args.out is None:
         raise GenbaError("--resume needs --out (the directory of the run to continue)")
-    encoder = load_encoder(args.encoder)
-    if args.lora is not None:
-        if args.lora < 1 or args.trunk:
-            raise GenbaError("--lora takes a rank >= 1 and does not combine with --trunk")
-        if getattr(encoder, "model_type", None) != "clip":
-            raise GenbaError(f"--lora needs an hf: CLIP encoder (--encoder hf:<clip dir>), not '{args.encoder}'")
-        spec.lora = (encoder, args.lora)
-        spec.validate()
-    cache = None if args.no_cache else TensorCache(args.cache_dir)
-    stream = build_stream(specs, encoder, cache, seed=args.seed, control=None if control is None else control[0],
+    inputs = StreamInputs(stream=args.stream, encoder=args.encoder, control=args.control, seed=args.seed,
                           val_per_class=args.val_per_class, max_train_per_class=args.max_train_per_class,
-                          max_test_per_class=args.max_test_per_class, progress=not args.quiet, datasets=datasets,
-                          trunk=trunk, pixels=encoder if args.lora else None)
-    reference = load_reference(encoder, cache, progress=not args.quiet, trunk=trunk, pixels=bool(args.lora))
+                          max_test_per_class=args.max_test_per_class, trunk=args.trunk, trunk_size=args.trunk_size,
+                          lora=args.lora, progress=not args.quiet)
+    stream, reference = load_inputs(inputs, spec, None if args.no_cache else TensorCache(args.cache_dir))
     return stream, reference, spec
 
 

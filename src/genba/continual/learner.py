@@ -249,6 +249,9 @@ class Learner(ClassTextObjective):
         hidden: 0 for a linear adapter, else a bottleneck of this width.
     """
 
+    provides = frozenset({"logits", "visual", "delta", "cache", "task-adapters", "reference"})
+    slots = ("delta", "cache")
+
     def __init__(self, text: torch.Tensor, centre: torch.Tensor, hidden: int = 0, scale: float = SCALE) -> None:
         super().__init__()
         if text.dim() != 2 or centre.dim() != 1:

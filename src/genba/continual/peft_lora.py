@@ -41,6 +41,8 @@ def _peft():
 class LoraCLIPLearner(ClassTextObjective):
     """Args: encoder (an hf: CLIP encoder), text (C, D) unit class texts, r / alpha of LoRA."""
 
+    provides = frozenset({"logits", "task-adapters", "reference"})  # LoRA per task, no delta / cache slot
+
     def __init__(self, encoder, text: torch.Tensor, *, r: int = 4, alpha: float = 8.0,
                  targets: tuple[str, ...] = TARGETS, scale: float = SCALE) -> None:
         super().__init__()
@@ -48,11 +50,11 @@ class LoraCLIPLearner(ClassTextObjective):
             raise GenbaError("LoRA continual learning needs an hf: CLIP checkpoint (load_encoder('hf:<clip dir>'))")
         peft = _peft()
         self.lora_config = dict(r=int(r), lora_alpha=float(alpha), target_modules=list(targets), lora_dropout=0.0)
-        base = copy.deepcopy(encoder._model.vision_model).requires_grad_(False)
+        base = copy.deepcopy(encoder.model.vision_model).requires_grad_(False)
         with warnings.catch_warnings():  # transformers' deprecation notice inside peft, not ours to fix
             warnings.simplefilter("ignore", FutureWarning)
             self.vision = peft.get_peft_model(base, peft.LoraConfig(**self.lora_config), adapter_name="task-0")
-        self.projection = copy.deepcopy(encoder._model.visual_projection).requires_grad_(False)
+        self.projection = copy.deepcopy(encoder.model.visual_projection).requires_grad_(False)
         self.register_buffer("text", text.float())
         self.scale = scale
         self.known = text.shape[0]
@@ -61,7 +63,7 @@ class LoraCLIPLearner(ClassTextObjective):
         self.cache = None  # (no Tip cache on this learner)
         self.reference: dict | None = None
         self.reference_vocab: torch.Tensor | None = None
-        hidden = encoder._model.vision_model.config.hidden_size
+        hidden = encoder.model.vision_model.config.hidden_size
         self.router = TaskRouter(hidden)
 
     # ------------------------------------------------------------------ ContinualObjective

@@ -28,7 +28,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,15 +35,14 @@ import torch
 
 from genba.continual import metrics
 from genba.continual.learner import Learner
+from genba.continual.loop import LEARNER_FILE, TaskStep, load_learner_state, run_tasks
 from genba.continual.reference import Reference
-from genba.continual.strategies import make_config, make_strategy
+from genba.continual.strategies import check_compatible, make_config, make_strategy
 from genba.continual.stream import Stream, Task
 from genba.errors import GenbaError
-from genba.train import TensorData, TrainConfig, fit
+from genba.train import TensorData, TrainConfig, seeded
 
 SETTINGS = ("mtil", "xtail")
-LEARNER_FILE = "learner.safetensors"
-LORA_UNSUPPORTED = ("memory", "moe-adapters")
 SELECTIONS = ("fixed", "first-task")
 LR_GRID = (1e-4, 1e-3, 1e-2)
 DEFAULT_TRAIN = TrainConfig(lr=1e-3, epochs=5, batch_size=64, weight_decay=0.0, warmup=0.1, clip_norm=1.0)
@@ -72,9 +70,7 @@ class ContinualSpec:
         bad = [s for s in self.settings if s not in SETTINGS]
         if bad or not self.settings:
             raise GenbaError(f"unknown setting {', '.join(bad) or '(none)'}: choose {' or '.join(SETTINGS)}")
-        if self.lora is not None and self.method in LORA_UNSUPPORTED:
-            raise GenbaError(f"method '{self.method}' works on cached features, not with --lora; "
-                             f"use one of the others (not {', '.join(LORA_UNSUPPORTED)})")
+        check_compatible(self.method, learner_class(self.trunk, self.lora))  # e.g. memory needs a cache slot
         if self.select not in SELECTIONS:
             raise GenbaError(f"unknown selection '{self.select}': choose {' or '.join(SELECTIONS)}")
         if not isinstance(self.train, TrainConfig):
@@ -130,29 +126,17 @@ def drift(learner: Learner, probe: tuple[dict, torch.Tensor]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------- the run
-def save_learner_state(path: Path, state: dict) -> None:
-    """The learner after a task, one artefact (genba.artefact, kind "continual-learner")."""
-    from genba.artefact import write_artefact
+def learner_class(trunk: tuple | None = None, lora: tuple | None = None) -> type:
+    """The learner class a spec builds (what make_strategy checks a method against)."""
+    if lora is not None:
+        from genba.continual.peft_lora import LoraCLIPLearner
 
-    write_artefact(path, kind="continual-learner", meta={}, tensors=state)
+        return LoraCLIPLearner
+    if trunk is not None:
+        from genba.continual.trunk import TrunkLearner
 
-
-def load_learner_state(path: Path, expected: dict | None = None) -> dict:
-    """The verified learner state at `path` (checksum, finite tensors); with `expected` (the
-    learner's own state_dict) its names and shapes must match. One GenbaError naming the file otherwise."""
-    from genba.artefact import read_artefact
-    from genba.metaschema import Schema
-
-    def fits(meta, tensors):
-        if expected is None:
-            return None
-        if set(tensors) != set(expected):
-            return f"its tensors are not this learner's (missing {sorted(set(expected) - set(tensors))[:3]}, " \
-                   f"unexpected {sorted(set(tensors) - set(expected))[:3]})"
-        bad = [k for k in tensors if tuple(tensors[k].shape) != tuple(expected[k].shape)]
-        return f"tensor {bad[0]!r} has shape {tuple(tensors[bad[0]].shape)}, the learner's {tuple(expected[bad[0]].shape)}" if bad else None
-
-    return read_artefact(path, kind="continual-learner", schema=Schema({}, check=fits)).tensors
+        return TrunkLearner
+    return Learner
 
 
 def verify_resume(out: Path, tasks: int, replay_path: str | None) -> None:
@@ -177,42 +161,42 @@ def make_learner(stream: Stream, reference: Reference, hidden: int = 0, trunk: t
                  lora: tuple | None = None) -> Learner:
     """The zero-shot-initialised learner; with trunk = (backbone, stage, size) variant (b), with
     lora = (hf CLIP encoder, rank) variant (c)."""
+    cls = learner_class(trunk, lora)
     if lora is not None:
-        from genba.continual.peft_lora import LoraCLIPLearner
-
-        learner = LoraCLIPLearner(lora[0], stream.text, r=lora[1], alpha=2.0 * lora[1])
+        learner = cls(lora[0], stream.text, r=lora[1], alpha=2.0 * lora[1])
     elif trunk is not None:
-        from genba.continual.trunk import TrunkLearner
-
-        learner = TrunkLearner(stream.text, trunk[0], trunk[1], reference.visual, hidden=hidden)
+        learner = cls(stream.text, trunk[0], trunk[1], reference.visual, hidden=hidden)
     else:
-        learner = Learner(stream.text, reference.centre, hidden=hidden)
+        learner = cls(stream.text, reference.centre, hidden=hidden)
     n = reference.visual.shape[0]
     learner.reference = {"x": reference.visual, "z": reference.joint, "task": torch.full((n,), -1, dtype=torch.long)}
     learner.reference_vocab = reference.vocab
     return learner
 
 
-def _task_rows(task: Task, t: int, split: str = "train") -> TensorData:
-    return TensorData(**task.batch(getattr(task, split), t))
+def task_steps(learner: Learner, stream: Stream, upto: int | None = None) -> list[TaskStep]:
+    """The stream's tasks for genba.continual.loop.run_tasks: entering task t tells the learner
+    the classes of tasks 0..t and task t's validation split."""
+    def step(t: int, task: Task) -> TaskStep:
+        def enter() -> None:
+            learner.set_known(task.offset + task.num_classes)
+            learner.val_batch = task.batch(task.val, t)
+        return TaskStep(task.name, TensorData(**task.batch(task.train, t)), enter)
+
+    return [step(t, task) for t, task in enumerate(stream.tasks[:upto])]
 
 
 def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tuple[float, list[dict]]:
     """train.lr from LR_GRID by the first task's validation accuracy (trained on the first task only)."""
-    table = []
-    for lr in LR_GRID:
+    from genba.methods.select import grid_search
+
+    def score(point: dict) -> float:
         learner = make_learner(stream, reference, spec.hidden, spec.trunk, spec.lora)
-        strategy = make_strategy(spec.method, **spec.hyperparameters)
-        first = stream.tasks[0]
-        learner.set_known(first.num_classes)
-        learner.val_batch = first.batch(first.val, 0)
-        strategy.begin_task(learner, 0)
-        data = _task_rows(first, 0)
-        fit(learner, strategy.task_data(data, 0), spec.train.replace(lr=lr), callbacks=strategy.callbacks(learner),
-            progress=False)
-        strategy.end_task(learner, data, 0)
-        table.append({"lr": lr, "val_top1": 100.0 * learner.validate()})
-    best = max(table, key=lambda r: r["val_top1"])
+        strategy = make_strategy(spec.method, seed=spec.seed, learner=learner, **spec.hyperparameters)
+        run_tasks(learner, task_steps(learner, stream, upto=1), strategy, spec.train.replace(lr=point["lr"]))
+        return 100.0 * learner.validate()
+
+    best, table = grid_search([{"lr": lr} for lr in LR_GRID], score)
     return best["lr"], table
 
 
@@ -221,11 +205,11 @@ def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, 
     """Run one method over the stream; returns the result dict (see the module docstring).
 
     Every random initialisation (e.g. MoE-Adapters' experts) draws from torch's CPU generator
-    seeded with `spec.seed` here, and the caller's generator state is restored afterwards: the
-    same spec gives the same result wherever in a process it runs.
+    seeded with `spec.seed` here (genba.train.seeded), and the caller's generator state is
+    restored afterwards: the same spec gives the same result wherever in a process it runs. The
+    strategy's own draws (replay's reservoir, memory's shots) use generators from `spec.seed`.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
+    with seeded(spec.seed):
         return _run_continual(stream, reference, spec, out_dir=out_dir, resume=resume, progress=progress)
 
 
@@ -238,7 +222,7 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
     out = None if out_dir is None else Path(out_dir)
     if spec.method == "replay" and out is not None and not hp.get("path"):
         hp["path"] = str(out / "replay.safetensors")
-    strategy = make_strategy(spec.method, **hp)
+    strategy = make_strategy(spec.method, seed=spec.seed, learner=learner_class(spec.trunk, spec.lora), **hp)
     train, selection = spec.train.replace(seed=spec.seed), []
     selected_on = "fixed"
     if spec.select == "first-task" and strategy.trains:
@@ -249,36 +233,21 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
         verify_resume(out, len(stream.tasks), hp.get("path"))
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])  # torch's one-off optimiser import, kept out of the cost
     probes = {s: probe_set(stream, spec.probe_per_task, s) for s in spec.settings}
-    matrices = {s: [evaluate(learner, stream, s)] for s in spec.settings}
-    drifts = {s: [drift(learner, probes[s])] for s in spec.settings}
     control_before = control_accuracy(learner, stream.control)
-    seconds, trainable, fits = 0.0, 0, []
-    for t, task in enumerate(stream.tasks):
-        learner.set_known(task.offset + task.num_classes)
-        learner.val_batch = task.batch(task.val, t)
-        start = time.perf_counter()
-        strategy.begin_task(learner, t)
-        data = _task_rows(task, t)
-        if strategy.trains:
-            trainable = max(trainable, learner.trainable_parameters())
-            mixed = strategy.task_data(data, t)
-            done = None if out is None else out / f"task-{t}" / LEARNER_FILE
-            if resume and done is not None and done.exists():  # this task finished before the restart
-                learner.load_state_dict(load_learner_state(done, learner.state_dict()))
-                fits.append({"task": task.name, "resumed": True})
-            else:
-                result = fit(learner, mixed, train, callbacks=strategy.callbacks(learner),
-                             checkpoint_dir=None if out is None else out / f"task-{t}", resume=resume,
-                             progress=progress, desc=f"{spec.method} {task.name}")
-                fits.append({"task": task.name, "epochs": result.epochs, "best_epoch": result.best_epoch,
-                             "val_top1": None if result.best_score is None else 100.0 * result.best_score})
-                if done is not None:  # the learner after fit and its callbacks (e.g. ZSCL's averaging)
-                    save_learner_state(done, learner.state_dict())
-        strategy.end_task(learner, data, t)
-        seconds += time.perf_counter() - start
-        for s in spec.settings:
-            matrices[s].append(evaluate(learner, stream, s))
-            drifts[s].append(drift(learner, probes[s]))
+
+    def evaluate_all() -> dict:
+        return {s: (evaluate(learner, stream, s), drift(learner, probes[s])) for s in spec.settings}
+
+    records, rows = run_tasks(learner, task_steps(learner, stream), strategy, train, evaluate=evaluate_all,
+                              out_dir=out, resume=resume, progress=progress, desc=spec.method)
+    matrices = {s: [r[s][0] for r in rows] for s in spec.settings}
+    drifts = {s: [r[s][1] for r in rows] for s in spec.settings}
+    seconds = sum(r.seconds for r in records)
+    trainable = max([r.trainable for r in records] + [0])
+    fits = [{"task": r.name, "resumed": True} if r.resumed else
+            {"task": r.name, "epochs": r.fit.epochs, "best_epoch": r.fit.best_epoch,
+             "val_top1": None if r.fit.best_score is None else 100.0 * r.fit.best_score}
+            for r in records if r.resumed or r.fit is not None]
     control_after = control_accuracy(learner, stream.control)
     adapter_bytes = learner.adapter_bytes() if strategy.trains else 0  # an untrained adapter is not kept
     cache_bytes = 0 if learner.cache is None else learner.cache.nbytes

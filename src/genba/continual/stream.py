@@ -3,6 +3,11 @@
     parse_stream("textile,animal-mnist,fashion-mnist,digits")   # four dataset tasks
     parse_stream("fashion-mnist#5")        # class-incremental: 5 tasks of 2 classes (class order)
     parse_stream("digits[0-4],digits[5-9],folder:/data/parts")  # class subsets, user folders
+    parse_stream("textile,animal-mnist[cat|dog]x8")   # classes by name, 8 training images each
+
+The one task grammar of genba (CVM reads it too, genba.cvm.tasks): `name`, `name[0-4]` /
+`name[0,2,5]` (class indices), `name[c1|c2]` (class names), either with `xK` (K training
+images per class), and `name#N` (N class-incremental tasks).
 
 Global class indices follow the stream: task t's classes are offset_t .. offset_t + c_t - 1,
 so the classes known after task t are a prefix. Splits: each task's test split is the
@@ -34,12 +39,24 @@ TEST_CAP_SEED = 0  # the capped test subset is the same for every seed and metho
 @dataclass(frozen=True)
 class TaskSpec:
     dataset: str
-    classes: tuple[int, ...] | None = None  # original class indices; None = all
+    classes: tuple[int, ...] | None = None  # original class indices; None = all (or `names`)
     label: str = ""
+    names: tuple[str, ...] = ()             # classes by name (resolved against the dataset)
+    shots: int = 0                          # > 0: at most this many training images per class
 
     @property
     def name(self) -> str:
         return self.label or self.dataset
+
+    def class_indices(self, classnames: list[str]) -> list[int]:
+        """The task's original class indices in a dataset with these class names."""
+        if self.names:
+            missing = [n for n in self.names if n not in classnames]
+            if missing:
+                raise GenbaError(f"task '{self.name}': no class {', '.join(map(repr, missing))} in "
+                                 f"'{self.dataset}' (classes: {', '.join(classnames)})")
+            return [classnames.index(n) for n in self.names]
+        return list(self.classes) if self.classes is not None else list(range(len(classnames)))
 
 
 def _split_items(text: str) -> list[str]:
@@ -77,10 +94,21 @@ def parse_stream(text: str, num_classes=None) -> list[TaskSpec]:
         raise GenbaError("the stream is empty: give --stream a,b,c (datasets, name[0-4] subsets or name#N splits)")
     specs: list[TaskSpec] = []
     for item in items:
-        m = re.fullmatch(r"(.+?)\[(.*)\]", item)
+        m = re.fullmatch(r"(.+?)\[(.*)\](?:x(\d+))?", item)
         if m:
-            specs.append(TaskSpec(m.group(1), _parse_classes(m.group(2), item), item))
+            body, shots = m.group(2), int(m.group(3) or 0)
+            if m.group(3) is not None and shots < 1:
+                raise GenbaError(f"'{item}': K training images per class must be >= 1 (name[...]xK)")
+            if re.fullmatch(r"[\d\s,\-]*", body):
+                specs.append(TaskSpec(m.group(1), _parse_classes(body, item), item, shots=shots))
+            else:
+                names = tuple(c.strip() for c in body.split("|") if c.strip())
+                if not names or len(set(names)) != len(names):
+                    raise GenbaError(f"'{item}': list class names once each, e.g. name[cat|dog]")
+                specs.append(TaskSpec(m.group(1), None, item, names=names, shots=shots))
             continue
+        if "[" in item or "]" in item:
+            raise GenbaError(f"cannot read task '{item}': write name, name[0-4], name[c1|c2], name[...]xK or name#N")
         m = re.fullmatch(r"(.+?)#(\d+)", item)
         if m:
             name, n = m.group(1), int(m.group(2))
@@ -156,7 +184,7 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
                val_per_class: int, max_train_per_class: int | None, max_test_per_class: int | None,
                progress: bool = False, trunk: tuple | None = None, pixels=None) -> Task:
     C = dataset.num_classes
-    classes = list(spec.classes) if spec.classes is not None else list(range(C))
+    classes = spec.class_indices(dataset.classnames)
     bad = [c for c in classes if not 0 <= c < C]
     if bad:
         raise GenbaError(f"task '{spec.name}': class indices {bad} do not exist; '{dataset.name}' has {C} classes (0-{C - 1})")
@@ -172,7 +200,8 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise GenbaError(f"task '{spec.name}' has no train or no test images of its classes")
     pool, val_idx = train_val_split(dataset, train_idx, val_per_class=val_per_class, seed=seed)
-    pool = _cap(labels, pool, max_train_per_class, seed, 12)
+    cap = min(c for c in (max_train_per_class, spec.shots) if c) if (max_train_per_class or spec.shots) else None
+    pool = _cap(labels, pool, cap, seed, 12)
     feats = {}
     for split in ("train", "test"):
         f = extract_features(encoder, dataset, split, cache=cache, progress=progress)
@@ -214,14 +243,14 @@ def build_stream(specs: list[TaskSpec], encoder: Encoder, cache: TensorCache | N
     used: dict[str, set[int]] = {}
     for spec in specs:
         ds = dataset(spec.dataset)
-        classes = set(spec.classes if spec.classes is not None else range(ds.num_classes))
+        classes = set(spec.class_indices(ds.classnames))
         overlap = used.setdefault(spec.dataset, set()) & classes
         if overlap:
             raise GenbaError(f"classes {sorted(overlap)} of '{spec.dataset}' are in two tasks of the stream")
         used[spec.dataset] |= classes
     if control is not None:
         ds = dataset(control.dataset)
-        classes = set(control.classes if control.classes is not None else range(ds.num_classes))
+        classes = set(control.class_indices(ds.classnames))
         if used.get(control.dataset, set()) & classes:
             raise GenbaError(f"the control task '{control.name}' shares classes with the stream: "
                              "it must never enter the stream; choose another --control")

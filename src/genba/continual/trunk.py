@@ -19,7 +19,6 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from genba.continual.learner import Learner
 
@@ -33,22 +32,16 @@ class TrunkLearner(Learner):
             centre = self._pooled(reference_acts.float()).mean(0)
         super().__init__(text, centre, hidden=hidden)
         self.trunk = self.backbone.module  # registered: its trainable stages are checkpointed with the learner
-        self.trunk.requires_grad_(False)
-        for m in self.backbone.trainable_modules(after=stage):
-            m.requires_grad_(True)
-        self._freeze_norm()
+        self.backbone.train_after(stage)
+        self.backbone.apply_norm_policy("frozen")
 
     def _pooled(self, acts: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(self.backbone.forward_from(acts, start=self.stage))
-
-    def _freeze_norm(self) -> None:
-        for m in self.trunk.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+        return self.backbone.forward_trunk(acts, self.stage)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self._freeze_norm()
+        if hasattr(self, "backbone"):  # pretrained BatchNorm statistics, trainable stages included
+            self.backbone.apply_norm_policy("frozen")
         return self
 
     def visual(self, batch: dict) -> torch.Tensor:

@@ -18,7 +18,9 @@ def register_cli(commands, common) -> None:
     train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json)")
     train.add_argument("--student", default="small", choices=["small", "lite0", "lite1", "lite2"])
     train.add_argument("--head", default="concept", choices=["concept", "linear"], help="concept (CVM) or linear (cross-entropy baseline)")
-    train.add_argument("--strategy", default="none", choices=["none", "replay", "lwf", "ewc"])
+    train.add_argument("--strategy", default="none",
+                       help="a genba.continual method whose requirements the CVM student meets (none = sequential "
+                            "fine-tuning; an unknown or unsuitable name lists the ones that work)")
     train.add_argument("--loss", default="auto", choices=["auto", "contrastive", "cosine"], help="mapping loss (auto: chosen on the first task's validation split)")
     train.add_argument("--unseen", default="direct", choices=["direct", "conse"],
                        help="how classes without images are scored: direct (cosine to their concept row) or conse "
@@ -55,18 +57,14 @@ def register_cli(commands, common) -> None:
 
 def _overrides(pairs: list[str]) -> tuple[dict, dict]:
     from genba.errors import GenbaError
+    from genba.settings import parse_set_pairs
 
     train, strategy = {}, {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
+    for key, value in parse_set_pairs(pairs).items():
         scope, dot, name = key.partition(".")
-        if not sep or not dot or scope not in ("train", "strategy"):
-            raise GenbaError(f"--set takes train.KEY=VALUE or strategy.KEY=VALUE, got '{pair}'")
-        try:
-            parsed = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            parsed = value
-        (train if scope == "train" else strategy)[name] = parsed
+        if not dot or scope not in ("train", "strategy"):
+            raise GenbaError(f"--set takes train.KEY=VALUE or strategy.KEY=VALUE, got '{key}=...'")
+        (train if scope == "train" else strategy)[name] = value
     return train, strategy
 
 
@@ -133,3 +131,23 @@ def cmd_predict(args) -> int:
     sys.stdout.flush()
     report_skipped(skipped)
     return 0
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """`python -m genba.cvm.cli --model FILE --images DIR`: `genba predict` without the rest of the CLI."""
+    import argparse
+
+    from genba.errors import GenbaError
+
+    parser = argparse.ArgumentParser(prog="genba predict")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--images", type=Path, required=True)
+    try:
+        return cmd_predict(parser.parse_args(argv))
+    except GenbaError as error:
+        print(f"genba: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(predict_main())

@@ -136,27 +136,3 @@ def report_skipped(skipped: list[str]) -> None:
         print(f"genba: warning: skipped: {reason}", file=sys.stderr)
     if skipped:
         print(f"genba: warning: {len(skipped)} image(s) skipped", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m genba.cvm.predict --model FILE --images DIR` (the same as `genba predict`)."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="genba predict")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--images", required=True)
-    args = parser.parse_args(argv)
-    skipped: list[str] = []
-    try:
-        for path, name, prob in predict_folder(args.model, args.images, skipped=skipped):
-            print(f"{path}\t{name}\t{prob:.4f}")
-        report_skipped(skipped)
-    except GenbaError as error:
-        print(f"genba: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

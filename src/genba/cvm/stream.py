@@ -1,9 +1,12 @@
 """One continual CVM (or CE-head) run over a stream of tasks, through genba.train.fit.
 
-For task j = 1..T: known = the classes with images so far (a prefix of the label space); data =
-strategy.task_data(task j's prepared training rows, j); fit(objective, data, cfg, callbacks =
-strategy.callbacks(objective)) with early-stopping / best-epoch selection on task j's validation
-split only; strategy.end_task(...). After every task (and once before the first: the untrained
+The task loop is genba.continual.loop.run_tasks (the one every continual part uses); CVM supplies
+its objective, its tasks (`task_steps`) and its evaluation. For task j = 1..T: known = the classes
+with images so far (a prefix of the label space); data = strategy.task_data(task j's prepared
+training rows, j); fit(objective, data, cfg, callbacks = strategy.callbacks(objective)) with
+early-stopping / best-epoch selection on task j's validation split only; strategy.end_task(...).
+Any registered strategy whose `requires` the objective provides works here (replay, LwF, EWC, L2,
+joint, ...); the draws of the strategy come from the run's seed. After every task (and once before the first: the untrained
 row A[0]) every task's test split is scored in both settings:
   MTIL   (task-incremental; ZSCL): the task is known; argmax over that task's own classes;
   X-TAIL (task-agnostic; RAIL): argmax over the whole label space of the stream, seen or not
@@ -29,9 +32,10 @@ from genba.cvm.concepts import ConceptBank, TextEmbedder
 from genba.cvm.heads import DEFAULT_SCALE, ConceptHead, LinearHead
 from genba.cvm.objective import StreamObjective, accuracy
 from genba.cvm.student import build_student, count_macs, trainable_parameters
+from genba.continual.loop import run_tasks
 from genba.cvm.tasks import TaskSpec, build_tasks
 from genba.errors import GenbaError
-from genba.train import TensorData, TrainConfig, fit
+from genba.train import TensorData, TrainConfig, fit, seeded
 
 DEFAULT_SIZE = {"small": 32, "lite0": 64, "lite1": 64, "lite2": 64}
 
@@ -77,13 +81,13 @@ class CVMConfig:
 
 
 def make_objective(cfg: CVMConfig, bank: ConceptBank, loss: str) -> StreamObjective:
-    torch.manual_seed(cfg.seed)
-    student = build_student(cfg.student, image_size=cfg.image_size)
-    centered = bool(cfg.center) and bank.center is not None
-    head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
-                       scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered, unseen=cfg.unseen,
-                       hub=cfg.hub) if cfg.head == "concept" else \
-        LinearHead(student.feature_dim, len(bank))
+    with seeded(cfg.seed):  # the student's and head's initialisation draw from the run's seed
+        student = build_student(cfg.student, image_size=cfg.image_size)
+        centered = bool(cfg.center) and bank.center is not None
+        head = ConceptHead(student.feature_dim, bank.targets() if centered else bank.embeddings,
+                           scale=cfg.concept_scale or DEFAULT_SCALE, centered=centered, unseen=cfg.unseen,
+                           hub=cfg.hub) if cfg.head == "concept" else \
+            LinearHead(student.feature_dim, len(bank))
     return StreamObjective(student, head, loss)
 
 
@@ -115,16 +119,32 @@ def evaluate(objective: StreamObjective, tasks, inputs, num_classes: int) -> tup
     return mtil, xtail
 
 
-STRATEGIES = {"none": "finetune", "replay": "replay", "lwf": "lwf", "ewc": "ewc"}
+ALIASES = {"none": "finetune"}  # CVM's name for sequential fine-tuning
 
 
-def _strategy(name: str, hp: dict):
-    """genba.continual's strategy (their hyperparameter defaults, fixed in advance); "none" = sequential fine-tune."""
+def _strategy(name: str, hp: dict, seed: int):
+    """genba.continual's strategy (their hyperparameter defaults, fixed in advance), drawing from the
+    run's seed; any registered strategy whose requirements the CVM objective meets ("none" = finetune)."""
     from genba.continual.strategies import make_strategy
 
-    if name not in STRATEGIES:
-        raise GenbaError(f"unknown CVM strategy '{name}': choose one of {', '.join(STRATEGIES)}")
-    return make_strategy(STRATEGIES[name], **hp)
+    return make_strategy(ALIASES.get(name, name), seed=seed, learner=StreamObjective, **hp)
+
+
+def task_steps(objective: StreamObjective, tasks, train_in, val_in) -> list:
+    """CVM's tasks for genba.continual.loop.run_tasks: entering task j makes the classes with images
+    so far (a prefix of the label space) known and sets task j's validation split."""
+    from genba.continual.loop import TaskStep
+
+    steps, known = [], 0
+    for j, task in enumerate(tasks):
+        known = max(known, max(task.trained_ids) + 1)
+
+        def enter(known=known, j=j, task=task) -> None:
+            objective.set_known(known)
+            objective.set_validation(val_in[j], task.val_y)
+
+        steps.append(TaskStep(task.name, TensorData(x=train_in[j], y=task.train_y), enter))
+    return steps
 
 
 def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str | Path | None = None,
@@ -150,36 +170,28 @@ def run_stream(cfg: CVMConfig, *, cache: TensorCache | None = None, out_dir: str
     train_in = [prep(t.train_x, f"{t.name}:train") for t in tasks]
     val_in = [prep(t.val_x, f"{t.name}:val") for t in tasks]
     test_in = [prep(t.test_x, f"{t.name}:test") for t in tasks]
-    strategy = _strategy(cfg.strategy, cfg.strategy_hp)
-    objective.eval()
-    with torch.no_grad():
-        row_m, row_x = evaluate(objective, tasks, test_in, len(bank))
-    matrix_m, matrix_x, per_task = [row_m], [row_x], []
+    strategy = _strategy(cfg.strategy, cfg.strategy_hp, cfg.seed)
+    objective.eval()  # the MAC count's forward must not touch BatchNorm statistics
     example = train_in[0][:1]
     fwd_macs = count_macs(objective, lambda x: objective.all_logits(x), example)
-    known = 0
-    for j, task in enumerate(tasks):
-        known = max(known, max(task.trained_ids) + 1)
-        objective.set_known(known)
-        objective.set_validation(val_in[j], task.val_y)
-        strategy.begin_task(objective, j)
-        data = strategy.task_data(TensorData(x=train_in[j], y=task.train_y), j)
-        callbacks = strategy.callbacks(objective)
-        result = fit(objective, data, cfg.train, callbacks=callbacks, progress=progress, desc=f"{cfg.head}:{task.name}")
-        own = TensorData(x=train_in[j], y=task.train_y)
-        t0 = time.perf_counter()
-        strategy.end_task(objective, own, j)
-        end_seconds = time.perf_counter() - t0
+
+    def evaluate_all():
         objective.eval()
         with torch.no_grad():
-            row_m, row_x = evaluate(objective, tasks, test_in, len(bank))
-        matrix_m.append(row_m)
-        matrix_x.append(row_x)
-        rows_trained = len(data) * result.epochs
+            return evaluate(objective, tasks, test_in, len(bank))
+
+    records, rows = run_tasks(objective, task_steps(objective, tasks, train_in, val_in), strategy, cfg.train,
+                              evaluate=evaluate_all, progress=progress, desc=cfg.head)
+    matrix_m, matrix_x = [r[0] for r in rows], [r[1] for r in rows]
+    per_task = []
+    for j, rec in enumerate(records):
+        epochs = rec.fit.epochs if rec.fit else 0
         teacher = 1 if cfg.strategy == "lwf" and j > 0 else 0
-        per_task.append({"task": task.name, "rows": len(data), "epochs": result.epochs, "best_epoch": result.best_epoch,
-                         "val_top1": result.best_score, "train_seconds": result.seconds + end_seconds,
-                         "train_macs": int(rows_trained * fwd_macs * (3 + 2 * teacher))})
+        per_task.append({"task": rec.name, "rows": rec.rows, "epochs": epochs,
+                         "best_epoch": rec.fit.best_epoch if rec.fit else None,
+                         "val_top1": rec.fit.best_score if rec.fit else None,
+                         "train_seconds": (rec.fit.seconds if rec.fit else 0.0) + rec.end_seconds,
+                         "train_macs": int(rec.rows * epochs * fwd_macs * (3 + 2 * teacher))})
     out = {
         "stream": [t.name for t in tasks],
         "control": None,
@@ -237,18 +249,25 @@ def select_loss(cfg: CVMConfig, tasks, bank: ConceptBank, cache) -> tuple[str, f
     losses = ("contrastive", "cosine") if cfg.loss == "auto" else (cfg.loss,)
     scales = SCALES if not cfg.concept_scale else (cfg.concept_scale,)
     centers = (True, False) if cfg.center is None else (bool(cfg.center),)
-    grid = [(loss, s, c) for c in centers for loss in losses for s in (scales if loss == "contrastive" else scales[:1])]
-    scores = {}
-    for loss, scale, center in grid:
+    from genba.methods.select import grid_search
+
+    grid = [{"loss": loss, "scale": s, "center": c} for c in centers for loss in losses
+            for s in (scales if loss == "contrastive" else scales[:1])]
+    key = lambda p: f"{p['loss']}@{p['scale']:g}{'+centred' if p['center'] else ''}"  # noqa: E731
+
+    def score(point: dict) -> float:
         with torch.no_grad():
-            objective = make_objective(_with(cfg, scale, center), bank, loss)
+            objective = make_objective(_with(cfg, point["scale"], point["center"]), bank, point["loss"])
         x = prepare_inputs(objective, task.train_x, cache, f"{task.name}:train")
         vx = prepare_inputs(objective, task.val_x, cache, f"{task.name}:val")
         objective.set_known(max(task.trained_ids) + 1)
         objective.set_validation(vx, task.val_y)
-        fit(objective, TensorData(x=x, y=task.train_y), cfg.train, progress=False, desc=f"select:{loss}")
-        scores[f"{loss}@{scale:g}{'+centred' if center else ''}"] = objective.validate()
-    best = max(scores, key=lambda k: scores[k])  # ties: the first in grid order
+        fit(objective, TensorData(x=x, y=task.train_y), cfg.train, progress=False, desc=f"select:{point['loss']}")
+        return objective.validate()
+
+    chosen, table = grid_search(grid, score)  # task 1's validation only; ties: the first in grid order
+    scores = {key(row): row["val_top1"] for row in table}
+    best = key(chosen)
     loss, rest = best.split("@")
     return loss, float(rest.split("+")[0]), rest.endswith("+centred"), \
         {"chosen": best, "val_top1": scores, "task": task.name, "n_val": len(task.val_y)}

@@ -20,8 +20,14 @@ import torch
 from torch import nn
 
 from genba.errors import GenbaError
+from genba.registry import Registry
 
-STUDENTS = ("small", "lite0", "lite1", "lite2")
+STUDENTS = Registry("student")
+"""Student kinds: `factory(**spec) -> Student` (a new kind is one module plus @register_student)."""
+
+
+def register_student(kind: str, summary: str = ""):
+    return STUDENTS.register(kind, summary, set_name=False)
 
 
 class Student(nn.Module):
@@ -47,6 +53,7 @@ class Student(nn.Module):
         return f"pixels:{self.image_size}"
 
 
+@register_student("small", "compact CNN trained from scratch")
 class SmallCNN(Student):
     """Compact CNN from scratch (see module docstring)."""
 
@@ -76,13 +83,9 @@ def build_student(spec: dict | str, image_size: int | None = None, **options) ->
         spec = {"kind": spec, **({"image_size": image_size} if image_size else {}), **options}
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind == "small":
-        return SmallCNN(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
-    if kind in ("lite0", "lite1", "lite2"):
-        from genba.cvm.trunk import LiteTrunkStudent
+    from genba.cvm import trunk  # noqa: F401  (registers the lite students)
 
-        return LiteTrunkStudent(variant=kind, **spec)
-    raise GenbaError(f"unknown student '{kind}': choose one of {', '.join(STUDENTS)}")
+    return STUDENTS.get(str(kind))(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
 
 
 def trainable_parameters(module: nn.Module) -> int:

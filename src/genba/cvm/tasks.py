@@ -16,7 +16,6 @@ Pixels are decoded once by genba.cvm.pixels.resize_rgb and cached as uint8 in th
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,27 +66,19 @@ class Task:
         return self.spec.label
 
 
-_FEW = re.compile(r"^(?P<dataset>[^\[\]]+)\[(?P<classes>[^\]]+)\]x(?P<shots>\d+)$")
-
-
 def parse_stream(text: str) -> list[TaskSpec]:
     """'a,b' -> tasks; 'name[c1|c2]xK' = only classes c1, c2 of dataset `name`, K training images each
-    (e.g. the first images of classes that entered the stream by name only)."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
+    (e.g. the first images of classes that entered the stream by name only). Read with the one task
+    grammar (genba.continual.stream.parse_stream); CVM takes its class-name-and-shots form."""
+    from genba.continual.stream import parse_stream as parse_tasks
+
+    if not text or not text.strip(","):
         raise GenbaError("empty stream: pass --stream a,b (dataset names, see `genba datasets`)")
     specs = []
-    for name in names:
-        few = _FEW.match(name)
-        if few:
-            classes = tuple(c.strip() for c in few["classes"].split("|") if c.strip())
-            if int(few["shots"]) < 1 or not classes:
-                raise GenbaError(f"'{name}': use dataset[class|class]xK with K >= 1")
-            specs.append(TaskSpec(few["dataset"].strip(), only=classes, shots=int(few["shots"])))
-        elif "[" in name or "]" in name:
-            raise GenbaError(f"cannot read task '{name}': write dataset or dataset[class|class]xK")
-        else:
-            specs.append(TaskSpec(name))
+    for task in parse_tasks(text):
+        if task.classes is not None or (task.names and not task.shots) or (task.shots and not task.names):
+            raise GenbaError(f"cannot read task '{task.name}': write dataset or dataset[class|class]xK")
+        specs.append(TaskSpec(task.dataset, only=task.names, shots=task.shots) if task.names else TaskSpec(task.dataset))
     return specs
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from genba.cvm.student import Student
+from genba.cvm.student import Student, register_student
 
 VARIANT = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "lite2": "efficientnet-lite2"}
 
@@ -29,17 +29,13 @@ class LiteTrunkStudent(Student):
         self.variant, self.image_size, self.cut, self.pretrained = variant, int(image_size), cut, pretrained
         self.feature_dim = self.backbone.feature_dim
         self.net._fc = torch.nn.Identity()  # the ImageNet classifier is not part of the student
-        trainable = {id(p) for m in self.backbone.trainable_modules(after=cut) for p in m.parameters()}
-        for p in self.net.parameters():
-            p.requires_grad_(id(p) in trainable)
-        self._frozen = [m for m in self.net.modules() if not any(p.requires_grad for p in m.parameters(recurse=False))
-                        and list(m.parameters(recurse=False))]
+        self.backbone.train_after(cut)
         self.train(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in getattr(self, "_frozen", []):
-            module.eval()
+        if hasattr(self, "backbone"):  # the trainable stages' BatchNorm learns its statistics
+            self.backbone.apply_norm_policy("frozen-stages")
         return self
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -47,10 +43,15 @@ class LiteTrunkStudent(Student):
             return self.backbone.forward_features(pixels, until=self.cut)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(self.backbone.forward_from(x, start=self.cut))
+        return self.backbone.forward_trunk(x, self.cut)
 
     def spec(self) -> dict:
         return {"kind": self.variant, "image_size": self.image_size, "cut": self.cut, "pretrained": self.pretrained}
 
     def provenance(self) -> str:
         return f"{self.backbone.provenance}:until={self.cut}:size={self.image_size}"
+
+
+for _kind in VARIANT:
+    register_student(_kind, f"EfficientNet-Lite{_kind[-1]} trunk, last stage trained from cached activations")(
+        lambda _kind=_kind, **spec: LiteTrunkStudent(variant=_kind, **spec))

@@ -39,4 +39,14 @@ def load_encoder(spec: str) -> ImageEncoder:
     return ENCODERS.get(kind)(argument or None)
 
 
-__all__ = ["Encoder", "ImageEncoder", "TextEncoder", "VisionLanguageEncoder", "encoder_kinds", "l2_normalize", "load_encoder", "register_encoder"]
+def load_backbone(spec: str, *, pretrained: bool = True):
+    """Any registered vision backbone by spec, `hf:<dir>` included (genba.backbones.load_backbone
+    once every built-in kind, the encoders' hf one too, is registered)."""
+    from genba.backbones import load_backbone as load_registered
+
+    _ensure_builtin_kinds()
+    return load_registered(spec, pretrained=pretrained)
+
+
+__all__ = ["Encoder", "ImageEncoder", "TextEncoder", "VisionLanguageEncoder", "encoder_kinds", "l2_normalize", "load_backbone", "load_encoder",
+           "register_encoder"]

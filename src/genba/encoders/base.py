@@ -15,13 +15,13 @@ caches are keyed by it, so two encoders with equal provenance must give equal fe
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 import torch
 from PIL import Image
 
+from genba.cache import file_sha256  # noqa: F401  (re-exported: encoders.base.file_sha256)
 from genba.tensors import l2_normalize  # noqa: F401  (re-exported: encoders.base.l2_normalize)
 
 
@@ -91,24 +91,6 @@ class VisionLanguageEncoder(ImageEncoder, TextEncoder):
 
 Encoder = VisionLanguageEncoder
 """The full protocol (the name genba used before the capability split; kept for subclasses)."""
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> sha256 hex
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes (for weights provenance), memoized per (path, size, mtime) for
-    this process: every encoder, backbone and teacher that loads the same weights hashes them once."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(resolved, "rb") as handle:
-            for block in iter(lambda: handle.read(chunk), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
 
 
 EncoderFactory = Callable[[str], ImageEncoder]

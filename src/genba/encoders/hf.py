@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from genba.backbones import register_backbone
 from genba.encoders import register_encoder
 from genba.encoders.base import ImageEncoder, VisionLanguageEncoder, file_sha256, l2_normalize
 from genba.encoders.hf_preprocess import ImageTransform, _one_line, _read_image_processor_config, _read_json, build_image_transform
@@ -97,6 +98,16 @@ class HFImageEncoder(ImageEncoder):
     @property
     def provenance(self) -> str:
         return self._provenance
+
+    @property
+    def model(self):
+        """The loaded transformers model (read-only use: backbones, LoRA wrap copies of its parts)."""
+        return self._model
+
+    @property
+    def vision_kwargs(self) -> dict:
+        """Keyword arguments the vision tower is called with (e.g. interpolate_pos_encoding)."""
+        return dict(self._vision_kwargs)
 
     def describe(self) -> str:
         text = "image+text" if self.has_text else "image only"
@@ -383,3 +394,12 @@ def _make_hf(argument: str | None) -> HFImageEncoder:
     if not argument:
         raise GenbaError("the hf encoder needs a checkpoint directory: use 'hf:/path/to/checkpoint'")
     return load_hf_encoder(argument)
+
+
+@register_backbone("hf", "a local CLIP / SigLIP / DINOv2 checkpoint's vision transformer (hf:<dir>)")
+def _hf_backbone(argument: str | None, pretrained: bool = True):
+    from genba.backbones.hf_vit import HFVisionBackbone
+
+    if not argument:
+        raise GenbaError("the hf backbone needs a checkpoint directory: hf:<dir>")
+    return HFVisionBackbone(load_hf_encoder(argument))

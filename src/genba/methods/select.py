@@ -8,12 +8,25 @@ function never sees test data; callers record `selected_on="val"` with the chose
 from __future__ import annotations
 
 import itertools
+from typing import Callable, Iterable
 
 import torch
 
 from genba.errors import GenbaError
 from genba.methods.base import Feats
 from genba.methods.registry import get_method, make_config
+
+
+def grid_search(points: Iterable[dict], score: Callable[[dict], float]) -> tuple[dict, list[dict]]:
+    """The one validation selection of genba (few-shot methods here, the continual protocol's
+    first-task lr, CVM's first-task loss): score(point) for every grid point in order, computed on
+    a validation split only; returns (the best point, first in grid order on ties; the table of
+    points with their "val_top1")."""
+    table = [{**point, "val_top1": score(point)} for point in points]
+    if not table:
+        raise GenbaError("the selection grid is empty")
+    best = max(range(len(table)), key=lambda i: table[i]["val_top1"])  # max keeps the first on ties
+    return {k: v for k, v in table[best].items() if k != "val_top1"}, table
 
 
 def select_on_val(method_name: str, grid: dict[str, list], fit_args: dict, val_feats: Feats, val_labels, *,
@@ -37,14 +50,11 @@ def select_on_val(method_name: str, grid: dict[str, list], fit_args: dict, val_f
         raise GenbaError("grid must map each hyperparameter to a non-empty list of values")
     make_config(method_name, {**(base or {}), **{k: v[0] for k, v in grid.items()}})  # keys checked first
     y = torch.as_tensor(val_labels).long()
-    table, best, best_cfg = [], -1.0, None
-    for values in itertools.product(*grid.values()):
-        point = dict(zip(grid, values))
-        cfg = make_config(method_name, {**(base or {}), **point})
-        method = cls(cfg)
+
+    def score(point: dict) -> float:
+        method = cls(make_config(method_name, {**(base or {}), **point}))
         method.fit(**fit_args)
-        acc = 100.0 * (method.predict_stream(val_feats, order).argmax(1) == y).float().mean().item()
-        table.append({**point, "val_top1": acc})
-        if acc > best:
-            best, best_cfg = acc, cfg
-    return best_cfg, table
+        return 100.0 * (method.predict_stream(val_feats, order).argmax(1) == y).float().mean().item()
+
+    best, table = grid_search((dict(zip(grid, values)) for values in itertools.product(*grid.values())), score)
+    return make_config(method_name, {**(base or {}), **best}), table

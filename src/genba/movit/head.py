@@ -21,7 +21,7 @@ from torch import nn
 
 from genba.cache import TensorCache
 from genba.errors import GenbaError
-from genba.train import Objective, TensorData, TrainConfig, fit
+from genba.train import Objective, TensorData, TrainConfig, fit, seeded
 
 DEFAULT_HEAD_SIZE = 96
 STAGE = "head"
@@ -35,7 +35,7 @@ def input_name(backbone, image_size: int) -> str:
 @functools.lru_cache(maxsize=2)
 def backbone(spec: str):
     """The frozen encoder (loaded once per process)."""
-    from genba.backbones import load_backbone
+    from genba.encoders import load_backbone
 
     return load_backbone(spec)
 
@@ -89,8 +89,8 @@ class LinearProbe(Objective):
 def linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, num_classes: int,
                  train: TrainConfig) -> torch.Tensor:
     """Fit the probe with genba.train.fit; returns test predictions (N,)."""
-    torch.manual_seed(train.seed)
-    probe = LinearProbe(int(x_train.shape[2]), num_classes)
+    with seeded(train.seed):
+        probe = LinearProbe(int(x_train.shape[2]), num_classes)
     fit(probe, TensorData(x=x_train, y=y_train.long()), train, progress=False, desc="probe")
     with torch.no_grad():
         return torch.cat([probe.logits(x_test[i:i + 1000]).argmax(1) for i in range(0, len(x_test), 1000)])

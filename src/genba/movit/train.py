@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genba.train import Objective, TensorData, TrainConfig, TrainResult, fit
+from genba.train import Objective, TensorData, TrainConfig, TrainResult, fit, seeded
 from genba.movit.vit import MoViT, MoViTConfig
 
 # Fixed in advance: AdamW with decoupled decay, 10% warmup, cosine, clipping. lr 3e-3 (over 1e-3) was
@@ -87,8 +87,8 @@ def train_movit(x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor, model_cfg: 
     """Build MoViT with the run's seed, fit it with the engine, summarise its memory."""
     import time
 
-    torch.manual_seed(train.seed)
-    model = MoViT(model_cfg)
+    with seeded(train.seed):
+        model = MoViT(model_cfg)
     objective = MoViTObjective(model, val=val)
     result = fit(objective, TensorData(x=x, y=y.long(), ids=ids.long()), train, checkpoint_dir=checkpoint_dir,
                  resume=resume, progress=progress, desc="movit" if model_cfg.memory else "vit")

@@ -99,11 +99,11 @@ class ConseDenseTeacher(EfficientNetTeacher):
         maps = self.feature_map(pixels)  # (B, 1280, h, w)
         b, c, h, w = maps.shape
         cells = maps.permute(0, 2, 3, 1).reshape(-1, c)
-        probs = self.backbone.module._fc(cells).softmax(dim=-1)
+        probs = self.backbone.classify(cells).softmax(dim=-1)
         top = probs.topk(self.top_k, dim=-1)
         mixed = torch.einsum("nk,nkd->nd", top.values, enc.class_text[top.indices])
         mixed = torch.nn.functional.normalize(mixed, dim=-1).reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        logits_top = self.backbone.module._fc(self.backbone.forward_head(maps)).softmax(dim=-1).topk(self.top_k, dim=-1)
+        logits_top = self.backbone.classify(self.backbone.forward_head(maps)).softmax(dim=-1).topk(self.top_k, dim=-1)
         pooled = torch.einsum("nk,nkd->nd", logits_top.values, enc.class_text[logits_top.indices])
         return mixed, torch.nn.functional.normalize(pooled, dim=-1)
 

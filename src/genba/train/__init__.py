@@ -2,9 +2,9 @@
 Callbacks at fixed hook points, TrainConfig, and fit(). See engine.py for the loop."""
 
 from genba.train.config import TrainConfig
-from genba.train.data import TensorData, TrainData
+from genba.train.data import TensorData, TrainData, seeded
 from genba.train.engine import Engine, TrainResult, fit, lr_factor
 from genba.train.objective import Callback, Objective
 
 __all__ = ["Callback", "Engine", "Objective", "TensorData", "TrainConfig", "TrainData", "TrainResult", "fit",
-           "lr_factor"]
+           "lr_factor", "seeded"]

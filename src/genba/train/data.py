@@ -7,7 +7,8 @@ rebuilds exactly the batches it would have seen.
 
 from __future__ import annotations
 
-from typing import Protocol
+from contextlib import contextmanager
+from typing import Iterator, Protocol
 
 import torch
 
@@ -61,6 +62,18 @@ def seed_step(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.manual_seed_all(seed)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draws inside the block come from torch's CPU generator seeded with `seed`; the caller's
+    generator state is restored on exit. The one place library code seeds torch's global
+    generator (tests/test_layers.py checks): module constructors (nn.Linear, nn.Parameter(randn))
+    take no generator argument, so a model is built under `with seeded(run_seed):` instead.
+    Every other random draw takes a torch.Generator / numpy Generator derived from the run's seed."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def _mix(a: int, b: int, salt: int) -> int:

@@ -4,9 +4,17 @@
     lwf (lwf.py); zscl (zscl.py); task-adapters, moe-adapters (adapters.py); memory (memory.py)
 """
 
-from genba.continual.strategies import adapters, baselines, lwf, memory, regularizers, replay, zscl  # noqa: F401
-from genba.continual.strategies.base import (ContinualObjective, Strategy, all_rows, concat_data, make_config,
-                                             make_strategy, register_strategy, strategy_names)
+# Registration order is the order of every listing (CLI errors, bench tables): baselines first.
+from genba.continual.strategies import baselines  # noqa: F401  zeroshot, finetune, joint
+from genba.continual.strategies import replay  # noqa: F401
+from genba.continual.strategies import regularizers  # noqa: F401  l2, ewc
+from genba.continual.strategies import lwf  # noqa: F401
+from genba.continual.strategies import zscl  # noqa: F401
+from genba.continual.strategies import adapters  # noqa: F401  task-adapters, moe-adapters
+from genba.continual.strategies import memory  # noqa: F401
+from genba.continual.strategies.base import STRATEGIES as STRATEGIES_REGISTRY
+from genba.continual.strategies.base import (ContinualObjective, Strategy, all_rows, check_compatible, concat_data,
+                                             make_config, make_strategy, register_strategy, strategy_names)
 
-__all__ = ["ContinualObjective", "Strategy", "all_rows", "concat_data", "make_config", "make_strategy",
-           "register_strategy", "strategy_names"]
+__all__ = ["STRATEGIES_REGISTRY", "ContinualObjective", "Strategy", "all_rows", "check_compatible", "concat_data", "make_config",
+           "make_strategy", "register_strategy", "strategy_names"]

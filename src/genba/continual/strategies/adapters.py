@@ -38,21 +38,23 @@ class TaskAdaptersConfig:
 @register_strategy("task-adapters")
 class PerTaskAdapters(Strategy):
     config_cls = TaskAdaptersConfig
+    requires = frozenset({"task-adapters"})
 
-    def begin_task(self, objective, task_index: int) -> None:
-        if hasattr(objective, "add_task_adapter"):  # e.g. LoRA through peft: one peft adapter per task
+    def begin_task(self, objective, task_index: int) -> dict | None:
+        if "delta" not in objective.provides:  # e.g. LoRA through peft: the learner's own adapter per task
             objective.add_task_adapter(task_index)
-            return
-        if not isinstance(objective.delta, TaskAdapters):
-            objective.delta = TaskAdapters(objective.dim_visual, objective.dim, int(self.config.hidden),
-                                           self.config.quantile)
-        while len(objective.delta.adapters) <= task_index:
-            objective.delta.add_task()
+            return None
+        adapters = objective.delta
+        if not isinstance(adapters, TaskAdapters):
+            adapters = TaskAdapters(objective.dim_visual, objective.dim, int(self.config.hidden), self.config.quantile)
+        while len(adapters.adapters) <= task_index:
+            adapters.add_task()
+        return {"delta": adapters}
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
         rows = task_rows(data, task_index)
         with torch.no_grad():
-            if hasattr(objective, "add_task_adapter"):
+            if "delta" not in objective.provides:
                 objective.router.add_task(objective.base_features(rows), rows["y"], task_index)
             else:
                 objective.delta.router.add_task(objective.visual(rows), rows["y"], task_index)
@@ -83,14 +85,17 @@ class MoEAdaptersConfig:
 @register_strategy("moe-adapters")
 class MoEAdapters(Strategy):
     config_cls = MoEAdaptersConfig
+    requires = frozenset({"delta", "visual"})
 
-    def begin_task(self, objective, task_index: int) -> None:
+    def begin_task(self, objective, task_index: int) -> dict:
         cfg = self.config
-        if not isinstance(objective.delta, MixtureAdapters):
-            objective.delta = MixtureAdapters(objective.dim_visual, objective.dim, int(cfg.experts), int(cfg.hidden),
-                                              int(cfg.top_k), cfg.quantile)
-        while len(objective.delta.gates) <= task_index:
-            objective.delta.add_task()
+        mixture = objective.delta
+        if not isinstance(mixture, MixtureAdapters):
+            mixture = MixtureAdapters(objective.dim_visual, objective.dim, int(cfg.experts), int(cfg.hidden),
+                                      int(cfg.top_k), cfg.quantile)
+        while len(mixture.gates) <= task_index:
+            mixture.add_task()
+        return {"delta": mixture}
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
         rows = task_rows(data, task_index)

@@ -1,10 +1,26 @@
 """The continual-strategy contract: hooks around `genba.train.fit`, no training loop of its own.
 
-    strategy = make_strategy("ewc", weight=100.0)
-    strategy.begin_task(objective, t)
+    strategy = make_strategy("ewc", seed=run_seed, learner=objective, weight=100.0)
+    # genba.continual.loop.run_tasks then does, per task t:
+    objective.install(strategy.begin_task(objective, t))          # {slot: module} the strategy adds
     data = strategy.task_data(task_data, t)                       # TrainData (replay mixes rows in)
     fit(objective, data, cfg, callbacks=strategy.callbacks(objective))   # penalties are Callbacks
     strategy.end_task(objective, task_data, t)                    # buffer / Fisher / snapshot
+
+A new strategy is one module in this package plus `@register_strategy("name")` on its class
+(and its import in strategies/__init__.py). The contract it keeps:
+
+* `requires`: the learner capabilities it reads (genba.continual.objective.CAPABILITIES, e.g.
+  {"visual", "cache"}); `make_strategy(..., learner=...)` refuses a learner that lacks one,
+  naming the methods that do work with it, and every list of names (CLI help, bench) is
+  `strategy_names(learner)`.
+* It never assigns into the learner: a module it adds (an adapter, a cache) is returned from
+  `begin_task` as {slot: module} and the task loop installs it (`ContinualObjective.install`).
+* Randomness: `self.seed` is the run's seed (make_strategy(seed=...)); every draw uses a
+  generator built from it (torch.Generator / numpy Generator), never torch's global one. A
+  subclass that overrides __init__ takes `(self, config=None, **kw)` and calls
+  `super().__init__(config, **kw)`.
+* `trains = False` for training-free strategies (fit is never called).
 
 Hyperparameters live in one dataclass per strategy (`config_cls`), fixed in advance (the
 defaults, each with its source) or chosen on the first task's validation split; unknown names
@@ -21,7 +37,7 @@ import torch
 
 from genba.errors import GenbaError
 from genba.registry import Registry
-from genba.continual.objective import ContinualObjective  # noqa: F401  (re-exported with the strategies)
+from genba.continual.objective import CAPABILITIES, ContinualObjective  # noqa: F401  (re-exported)
 from genba.train import Callback, TensorData, TrainData
 
 
@@ -37,13 +53,18 @@ class Strategy:
     config_cls: ClassVar[type] = NoHyperparameters
     trains: ClassVar[bool] = True
     """False for training-free strategies (zero-shot, memory): the protocol never calls fit."""
+    requires: ClassVar[frozenset[str]] = frozenset({"logits"})
+    """Learner capabilities this strategy reads (keys of genba.continual.objective.CAPABILITIES)."""
 
-    def __init__(self, config=None) -> None:
+    def __init__(self, config=None, *, seed: int = 0) -> None:
         self.config = config if config is not None else self.config_cls()
+        self.seed = int(seed)
 
     # ------------------------------------------------------------------ hooks
-    def begin_task(self, objective, task_index: int) -> None:
-        """Before training task `task_index` (the objective already knows the task's classes)."""
+    def begin_task(self, objective, task_index: int) -> dict | None:
+        """Before training task `task_index` (the objective already knows the task's classes).
+        Returns the modules this strategy adds, {slot: nn.Module}, for the loop to install."""
+        return None
 
     def task_data(self, data: TrainData, task_index: int) -> TrainData:
         """The rows to train task `task_index` on (default: the task's own rows)."""
@@ -73,8 +94,28 @@ def register_strategy(name: str, summary: str = ""):
     return STRATEGIES.register(name, summary)
 
 
-def strategy_names() -> list[str]:
-    return STRATEGIES.names()
+def provided(learner) -> frozenset[str]:
+    """The capabilities a learner (instance or class) offers; a duck-typed objective: logits only."""
+    return frozenset(getattr(learner, "provides", None) or {"logits"})
+
+
+def works_with(name: str, learner) -> bool:
+    return STRATEGIES.get(name).requires <= provided(learner)
+
+
+def strategy_names(learner=None) -> list[str]:
+    """Registered strategies; with `learner` (instance or class), those whose requires it provides."""
+    return [n for n in STRATEGIES.names() if learner is None or works_with(n, learner)]
+
+
+def check_compatible(name: str, learner) -> None:
+    """GenbaError unless `learner` provides every capability strategy `name` requires."""
+    missing = sorted(STRATEGIES.get(name).requires - provided(learner))
+    if missing:
+        kind = learner.__name__ if isinstance(learner, type) else type(learner).__name__
+        raise GenbaError(f"method '{name}' needs a learner with {', '.join(missing)} "
+                         f"({'; '.join(CAPABILITIES.get(m, m) for m in missing)}); {kind} does not offer it. "
+                         f"Methods that work with {kind}: {', '.join(strategy_names(learner))}")
 
 
 def make_config(name: str, hp: dict):
@@ -91,10 +132,13 @@ def make_config(name: str, hp: dict):
         raise GenbaError(f"bad hyperparameter for method '{name}': {error}") from error
 
 
-def make_strategy(name: str, **hp) -> Strategy:
-    """A strategy by name with hyperparameters `hp` (GenbaError on an unknown name or key)."""
+def make_strategy(name: str, *, seed: int = 0, learner=None, **hp) -> Strategy:
+    """A strategy by name with hyperparameters `hp`, drawing from the run's `seed` (GenbaError on an
+    unknown name or key, or, given `learner` (instance or class), on a learner it does not work with)."""
     config = make_config(name, hp)
-    return STRATEGIES.get(name)(config)
+    if learner is not None:
+        check_compatible(name, learner)
+    return STRATEGIES.get(name)(config, seed=seed)
 
 
 # ---------------------------------------------------------------------- data helpers

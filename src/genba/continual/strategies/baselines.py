@@ -27,8 +27,8 @@ class FineTune(Strategy):
 
 @register_strategy("joint")
 class Joint(Strategy):
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **kw) -> None:
+        super().__init__(config, **kw)
         self.seen: list[dict] = []
         self.initial: dict | None = None
 

@@ -53,8 +53,8 @@ class LwFConfig:
 class LwF(Strategy):
     config_cls = LwFConfig
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **kw) -> None:
+        super().__init__(config, **kw)
         self.previous = None
         self.old_classes = 0
 

@@ -1,6 +1,7 @@
 """Training-free continual learner: Tip-Adapter's cache (genba.methods.tip_adapter) grown task
 by task. After task t, `shots` labelled training rows per class of t (seeded) join the cache
-K (unit visual features) with their one-hot global labels; logits = text logits +
+K (unit visual features) with their one-hot global labels (the draw: a torch.Generator seeded
+from the run's seed and the task index, so a resumed task redraws the same shots); logits = text logits +
 alpha * exp(-beta (1 - v K^T)) L. Nothing is trained; the bytes grow linearly with the classes
 seen (reported as extra bytes). alpha, beta: Tip-Adapter's alpha = 1 would be drowned by the
 x100 text logits of genba's scale, so defaults follow genba's validation-picked range for visual
@@ -26,8 +27,6 @@ class MemoryConfig:
     """Weight of the cache logits."""
     beta: float = 5.5
     """Sharpness of exp(-beta (1 - cos)) (Tip-Adapter's default)."""
-    seed: int = 0
-    """Seed of the per-class shot draw."""
 
     def __post_init__(self) -> None:
         positive(self, "shots", "alpha", "beta")
@@ -37,14 +36,16 @@ class MemoryConfig:
 class GrowingMemory(Strategy):
     config_cls = MemoryConfig
     trains = False
+    requires = frozenset({"cache", "visual"})
 
-    def begin_task(self, objective, task_index: int) -> None:
+    def begin_task(self, objective, task_index: int) -> dict | None:
         if objective.cache is None:
-            objective.cache = TipCache(objective.text.shape[0], self.config.alpha, self.config.beta)
+            return {"cache": TipCache(objective.text.shape[0], self.config.alpha, self.config.beta)}
+        return None
 
     def end_task(self, objective, data: TrainData, task_index: int) -> None:
         rows = all_rows(data)
-        g = torch.Generator().manual_seed(int(self.config.seed) * 1009 + task_index)
+        g = torch.Generator().manual_seed(self.seed * 1009 + task_index)
         picked = []
         for c in torch.unique(rows["y"]).tolist():
             members = (rows["y"] == c).nonzero()[:, 0]

@@ -51,8 +51,8 @@ class L2Config:
 class L2Init(Strategy):
     config_cls = L2Config
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **kw) -> None:
+        super().__init__(config, **kw)
         self.anchor: dict | None = None
 
     def begin_task(self, objective, task_index: int) -> None:
@@ -99,8 +99,8 @@ def diagonal_fisher(objective, data: TrainData, batch_size: int) -> dict[str, to
 class EWC(Strategy):
     config_cls = EWCConfig
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **kw) -> None:
+        super().__init__(config, **kw)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 

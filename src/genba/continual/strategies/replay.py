@@ -26,8 +26,6 @@ class ReplayConfig:
     """Rows kept over the whole stream (fixed in advance)."""
     policy: str = "reservoir"
     """'reservoir' or 'herding' (class-balanced, iCaRL)."""
-    seed: int = 0
-    """Seed of the reservoir draws."""
     path: str = ""
     """Where the buffer is persisted after each task ('' = in memory only)."""
 
@@ -43,10 +41,10 @@ class ReplayConfig:
 class Replay(Strategy):
     config_cls = ReplayConfig
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, *, seed: int = 0) -> None:
+        super().__init__(config, seed=seed)
         cfg = self.config
-        self.buffer = ReplayBuffer(int(cfg.buffer_size), cfg.policy, cfg.seed)
+        self.buffer = ReplayBuffer(int(cfg.buffer_size), cfg.policy, self.seed)  # the run's seed draws the reservoir
         self.saved_after = -1  # the last task whose rows the persisted buffer holds
         if cfg.path and Path(cfg.path).exists():
             self.buffer = ReplayBuffer.load(cfg.path)
@@ -62,7 +60,7 @@ class Replay(Strategy):
             return
         cfg = self.config
         if task_index == 0:
-            self.buffer = ReplayBuffer(int(cfg.buffer_size), cfg.policy, cfg.seed)
+            self.buffer = ReplayBuffer(int(cfg.buffer_size), cfg.policy, self.seed)
         else:
             self.buffer = ReplayBuffer.load(self.snapshot_path(task_index))
 

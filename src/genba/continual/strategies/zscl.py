@@ -79,9 +79,10 @@ class ZSCLConfig:
 @register_strategy("zscl")
 class ZSCL(Strategy):
     config_cls = ZSCLConfig
+    requires = frozenset({"reference"})
 
-    def __init__(self, config=None) -> None:
-        super().__init__(config)
+    def __init__(self, config=None, **kw) -> None:
+        super().__init__(config, **kw)
         self.initial_logits: torch.Tensor | None = None
 
     def begin_task(self, objective, task_index: int) -> None:
