@@ -45,7 +45,14 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     if len(y) == 0:
         return 0.0
     confidence, prediction = p.max(dim=1)  # (N,), (N,)
-    correct = (prediction == y).float()
+    return calibration_error(confidence, prediction == y, bins)
+
+
+def calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
+    """ECE in percent from (N,) confidences (max probability) and (N,) correctness (pools tasks of any width)."""
+    confidence, correct = torch.as_tensor(confidence).float(), torch.as_tensor(correct).float()
+    if len(confidence) == 0:
+        return 0.0
     edges = torch.linspace(0, 1, bins + 1)
     ece = 0.0
     for lower, upper in zip(edges[:-1].tolist(), edges[1:].tolist()):
