@@ -131,5 +131,6 @@ def test_calibration_cost_ood_and_support_views(tmp_path, folder):
     views = run_adapt(encoder, dataset, AdaptSpec(method="tip-adapter-f", shots=2, val_per_class=2, support_views=3,
                                                   overrides={"train.epochs": 2}), data=data, cache=cache, progress=False)
     assert views["support_views"] == 3 and {"alpha", "beta", "init_alpha"} <= set(views["hyperparameters"])
+    assert views["searched_on_val"] and not plain["searched_on_val"]
     with pytest.raises(GenbaError, match="support views"):
         AdaptSpec(method="tip-adapter-f", support_views=0).validate()

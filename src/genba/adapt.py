@@ -206,6 +206,7 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
         "fit_seconds": fit_seconds,
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
+        "searched_on_val": bool(getattr(method, "searched_on_val", False)),  # a search inside fit (tip-adapter-f)
         "selection_table": table,
         "val_top1": max((row["val_top1"] for row in table), default=None),
         "val_per_class": spec.val_per_class,

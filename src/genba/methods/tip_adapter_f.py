@@ -200,6 +200,7 @@ class TipAdapterF(_TrainedKeys):
         cfg = self.config
         checked_val = self._checked_val(val)
         self._train_keys(sj, sc, y, checked_val, cfg.init_alpha, cfg.init_beta)
+        self.searched_on_val = False
         if checked_val is None or not cfg.search or (cfg.alpha is not None and cfg.beta is not None):
             return
         vj, vc, vy = checked_val
@@ -208,7 +209,7 @@ class TipAdapterF(_TrainedKeys):
             alphas = [cfg.alpha] if cfg.alpha is not None else reference_grid(cfg.search_alpha_max, cfg.search_alpha_steps)
             beta, alpha, _ = search_alpha_beta(self.text_logits(vj[:, 0]), vc[:, 0] @ self.keys.T, self.values, vy,
                                                betas, alphas)
-        self.found = torch.tensor([alpha, beta])
+        self.found, self.searched_on_val = torch.tensor([alpha, beta]), True
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         alpha, beta = self.found.tolist()
