@@ -642,7 +642,7 @@ def imbalance_section(args, payload: dict, cache) -> dict:
 
 
 # ---------------------------------------------------------------------------- genba.continual's methods, same stream
-CONTINUAL_METHODS = ("task-adapters", "replay")  # its method chosen in advance, and the one that met all its targets
+CONTINUAL_METHODS = ("task-adapters", "replay")  # its method chosen in advance, and the one that met all its targets (Avg only within noise)
 
 
 def continual_stream(tasks, encoder, cache):
@@ -847,7 +847,8 @@ def continual_note(p: dict) -> list[str]:
     t = c["train"]
     return ["### genba.continual's methods on the same stream: what differs", "",
             f"Rows `continual task-adapters` (genba.continual's method chosen in advance) and `continual replay` (the "
-            "one that met all of genba.continual's targets): genba.continual's own code (genba.continual.protocol."
+            "one that met all of genba.continual's targets, its Avg above joint's only within noise: +0.3 ± 0.5 over "
+            "seeds x orders, bench/results/continual.md): genba.continual's own code (genba.continual.protocol."
             f"run_continual) and defaults, no tuning, {len(c['runs']) // len(c['methods'])} seeds, on exactly the CVM "
             f"tasks' rows (train / validation / test rows per task: {c['rows']['train']} / {c['rows']['val']} / "
             f"{c['rows']['test']}; split seed 0, the small student's caps). What differs is the budget: they train a "

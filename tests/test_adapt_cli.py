@@ -115,3 +115,22 @@ def test_set_pairs_are_typed_the_same_for_every_sub_command():
     assert parse_set_pairs(["alpha=100", "train.lr=1e-3", "mem.count_weight=true", "memory=false", "policy=herding",
                             "b=-2"]) == {"alpha": 100, "train.lr": 1e-3, "mem.count_weight": True, "memory": False,
                                          "policy": "herding", "b": -2}
+
+
+def test_calibration_cost_ood_and_support_views(tmp_path, folder):
+    """Every result carries ECE and the cost per image; an OOD set adds the MSP AUROC; the support can be
+    augmented views (Tip-Adapter's cache of augment_epoch views), encoded once for a nested pool."""
+    encoder, dataset, cache = load_encoder("tiny"), load_dataset(str(folder)), TensorCache(tmp_path / "c")
+    data = prepare(encoder, dataset, cache=cache, progress=False)
+    plain = run_adapt(encoder, dataset, AdaptSpec(method="tip-adapter", shots=2, val_per_class=2, select="fixed"), data=data)
+    assert 0 <= plain["ece"] <= 100 and plain["ood_auroc"] is None
+    assert plain["encoder_ms_per_image"] > 0 and plain["method_ms_per_image"] >= 0 and plain["fit_seconds"] >= 0
+    data.ood = data.train.subset([0, 1, 2, 3])  # any other images of the same encoder stand in for an OOD set
+    with_ood = run_adapt(encoder, dataset, AdaptSpec(method="tip-adapter", shots=2, val_per_class=2, select="fixed"), data=data)
+    assert 0 <= with_ood["ood_auroc"] <= 100 and with_ood["top1"] == plain["top1"]  # the OOD stream changes no column
+    views = run_adapt(encoder, dataset, AdaptSpec(method="tip-adapter-f", shots=2, val_per_class=2, support_views=3,
+                                                  overrides={"train.epochs": 2}), data=data, cache=cache, progress=False)
+    assert views["support_views"] == 3 and {"alpha", "beta", "init_alpha"} <= set(views["hyperparameters"])
+    assert views["searched_on_val"] and not plain["searched_on_val"]
+    with pytest.raises(GenbaError, match="support views"):
+        AdaptSpec(method="tip-adapter-f", support_views=0).validate()

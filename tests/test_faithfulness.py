@@ -140,3 +140,33 @@ def test_full_queue_with_tied_entropies_evicts_the_later_entry():
         stored = {int((memory.rows[0, :2] - torch.nn.functional.normalize(x[j], dim=0)).abs().amax(1).argmin()): j
                   for j in range(i + 1) if (memory.rows[0, :2] - torch.nn.functional.normalize(x[j], dim=0)).abs().amax(1).min() < 1e-6}
         assert sorted(stored.values()) == sorted(item[0] for item in cache[0]), (i, stored, cache[0])
+
+
+def ref_dmn_update(memory_rows, entropies, count, item, h, capacity):
+    """DMN's update_memory_bank (dmn_main.py) for one class: append while not full, else replace
+    indice[-1] of torch.sort(entropies) when the new entropy is lower than some stored one."""
+    if count == capacity:
+        if (h < torch.tensor(entropies)).sum() == 0:
+            return count
+        _, indice = torch.sort(torch.tensor(entropies))
+        j = int(indice[-1])
+        memory_rows[j], entropies[j] = item, h
+        return count
+    memory_rows[count], entropies[count] = item, h
+    return count + 1
+
+
+def test_dmn_reference_evicts_the_highest_tied_slot():
+    """The documented difference (memory/dynamic.py, docs/faithfulness.md): with tied worst entropies
+    DMN's reference replaces the highest slot, genba (like TDA's reference) the latest written."""
+    D = 4
+    x = torch.nn.functional.normalize(torch.eye(D) + 0.01, dim=1)
+    # slots 0 and 1 tie at 0.5, slot 0 written last: the rules part
+    memory = DynamicMemory(1, 2, D, dtype="float32", keep_gram=False)
+    rows, ents, count = [None, None], [0.0, 0.0], 0
+    for i, h in [(0, 0.9), (1, 0.5), (2, 0.5), (3, 0.1)]:  # item 2 replaces item 0 (0.9) in slot 0: slot 0 is newest
+        memory.write(x[i], 0, h)
+        count = ref_dmn_update(rows, ents, count, i, h, 2)
+    genba_kept = sorted(int((x[:4] @ memory.rows[0, j].float()).argmax()) for j in range(2))
+    assert sorted(rows) == [2, 3]  # DMN evicts slot 1 (item 1), the highest of the tied slots
+    assert genba_kept == [1, 3]  # genba evicts slot 0 (item 2), the latest written of the tied slots

@@ -39,7 +39,7 @@ def top1(probs, y):
 
 
 def test_registry_and_config_errors():
-    assert method_names() == ["zeroshot", "tip-adapter", "tip-adapter-f", "tda", "dmn-zs", "dmn-tf", "dmn", "linear-probe"]
+    assert method_names() == ["zeroshot", "tip-adapter", "tip-adapter-f", "tip-adapter-f-legacy", "tda", "dmn-zs", "dmn-tf", "dmn", "linear-probe"]
     assert make_config("tip-adapter").alpha == 1.0 and make_config("tip-adapter").beta == 5.5
     assert make_config("tip-adapter-f").train.epochs == 20 and make_config("tip-adapter-f").train.lr == 1e-3
     assert make_config("dmn", {"train.lr": 5e-4}).train.lr == 5e-4 and make_config("dmn").train.min_lr == 1e-7

@@ -26,8 +26,8 @@ from genba.cache import TensorCache
 from genba.data import sample_few_shot, train_val_split
 from genba.encoders.base import ImageEncoder, l2_normalize
 from genba.errors import GenbaError
-from genba.features import Features, extract_features
-from genba.metrics import classification_metrics
+from genba.features import Features, encode_images, extract_features
+from genba.metrics import auroc, classification_metrics, expected_calibration_error, max_softmax
 from genba.methods import Feats, get_method, make_config, method_names, select_on_val
 from genba.zeroshot import cached_text_classifier
 
@@ -49,6 +49,7 @@ class AdaptSpec:
     select: str = "val"  # "val" (grid on validation) or "fixed" (paper defaults + overrides)
     val_per_class: int = 16
     views: int = 1  # test-time views per query (1 = the image only); view 0 is the original
+    support_views: int = 1  # >1: the support as that many augmented views (Tip-Adapter's augment_epoch = 10)
     overrides: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -61,6 +62,8 @@ class AdaptSpec:
             raise GenbaError(f"unknown selection '{self.select}': choose 'val' or 'fixed'")
         if self.views < 1:
             raise GenbaError(f"views must be 1 or more, got {self.views}")
+        if self.support_views < 1:
+            raise GenbaError(f"support views must be 1 or more, got {self.support_views}")
         if self.shots < 0:
             raise GenbaError(f"shots must be 0 or more, got {self.shots}")
         if self.shots == 0 and get_method(self.method).needs_support:
@@ -75,6 +78,9 @@ class PreparedData:
     train: Features
     test: Features
     centre: torch.Tensor | None  # (Dv,) mean visual feature of the train split
+    encoder_ms: float | None = None  # encoder milliseconds per image, measured once on this machine (run_adapt)
+    ood: Features | None = None  # test features of an out-of-distribution dataset (same encoder), for the MSP AUROC
+    view_pool: np.ndarray | None = None  # train indices whose augmented views are encoded together (a superset of supports)
 
 
 def prepare(encoder: ImageEncoder, dataset, *, cache: TensorCache | None, progress: bool = True) -> PreparedData:
@@ -95,22 +101,43 @@ def _feats(features: Features, space: str, centre: torch.Tensor | None) -> Feats
     return Feats(features.image, l2_normalize(features.visual - centre))
 
 
-def augmented_test_feats(encoder: ImageEncoder, dataset, test: Features, views: int, *, cache: TensorCache | None,
-               centre: torch.Tensor | None, space: str, progress: bool = True) -> Feats:
-    """Test features with `views` augmented views per image: joint (N, V, Dt), cache (N, V, Dc)."""
+def view_feats(encoder: ImageEncoder, dataset, split: str, feats: Features, views, *, cache: TensorCache | None,
+               centre: torch.Tensor | None, space: str, pool=None, progress: bool = True) -> Feats:
+    """Features of `feats`' images under the augmented views `views` (0 = the image itself): joint
+    (N, V, Dt), cache (N, V, Dc). The images of `pool` (dataset indices, a superset of feats'; default
+    feats' own) are encoded, so that nested subsets (few-shot supports) share one cache entry."""
     from genba.data.views import view_transform
 
-    wanted = test.indices.numpy()
-    source, split = dataset, "test"
-    if len(wanted) < len(dataset.splits["test"]):  # a subset of test: encode only those images
-        source, split = dataset.with_subset_split("test", wanted)
-    extra = [extract_features(encoder, source, split, cache=cache, transform=view_transform(v), progress=progress)
-             for v in range(1, views)]
-    extra = [f.subset(f.rows_of(wanted)) for f in extra]  # same images, same order as `test`
-    per_view = [_feats(f, space, centre) for f in [test] + extra]
+    wanted = feats.indices.numpy()
+    pool = wanted if pool is None else np.asarray(pool)
+    source, source_split = dataset, split
+    if len(pool) < len(dataset.splits[split]):  # a subset: encode only those images
+        source, source_split = dataset.with_subset_split(split, pool)
+    per_view = []
+    for v in views:
+        f = feats if v == 0 else extract_features(encoder, source, source_split, cache=cache, transform=view_transform(v),
+                                                  progress=progress)
+        per_view.append(_feats(f.subset(f.rows_of(wanted)), space, centre))  # same images, same order as `feats`
     joint = torch.stack([f.joint for f in per_view], dim=1)  # (N, V, Dt)
     cache_feats = None if per_view[0].cache is None else torch.stack([f.cache for f in per_view], dim=1)  # (N, V, Dc)
     return Feats(joint, cache_feats)
+
+
+def augmented_test_feats(encoder: ImageEncoder, dataset, test: Features, views: int, *, cache: TensorCache | None,
+               centre: torch.Tensor | None, space: str, progress: bool = True) -> Feats:
+    """Test features with `views` views per image (view 0 the image, 1.. augmented): (N, V, D) per space."""
+    return view_feats(encoder, dataset, "test", test, range(views), cache=cache, centre=centre, space=space,
+                      progress=progress)
+
+
+def encoder_ms_per_image(encoder: ImageEncoder, dataset, images: int = 32) -> float:
+    """Milliseconds per image of decoding + preprocessing + encoding `images` test images, batched
+    as feature extraction does (the cache hides this cost from a run that reads cached features)."""
+    indices = dataset.splits["test"][:images]
+    encode_images(encoder, [dataset.image(int(indices[0]))])  # warm-up (lazy weights, allocator)
+    start = time.perf_counter()
+    encode_images(encoder, (dataset.image(int(i)) for i in indices))
+    return 1000.0 * (time.perf_counter() - start) / max(1, len(indices))
 
 
 def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
@@ -127,7 +154,11 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
     fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
     if spec.shots > 0:
         support = data.train.subset(data.train.rows_of(sample_few_shot(dataset, pool, spec.shots, spec.seed)))
-        fit_args.update(support=_feats(support, spec.space, data.centre), labels=support.labels)
+        support_feats = _feats(support, spec.space, data.centre)
+        if spec.support_views > 1:  # the reference's cache: augmented views 1..V (no plain view), averaged
+            support_feats = view_feats(encoder, dataset, "train", support, range(1, spec.support_views + 1), cache=cache,
+                                       centre=data.centre, space=spec.space, pool=data.view_pool, progress=progress)
+        fit_args.update(support=support_feats, labels=support.labels)
     val_feats = _feats(val, spec.space, data.centre)
     grid = selection_grid(spec.method)
     start = time.perf_counter()
@@ -139,7 +170,9 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
     else:
         config, selected_on = make_config(spec.method, spec.overrides), "fixed"
     method = get_method(spec.method)(config)
+    fit_start = time.perf_counter()
     method.fit(**fit_args, val=(val_feats, val.labels))  # only methods that select during training read it
+    fit_seconds = time.perf_counter() - fit_start
     order = np.random.default_rng(spec.seed).permutation(len(data.test))
     queries = _feats(data.test, spec.space, data.centre)
     if spec.views > 1:
@@ -149,6 +182,14 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
     probs = method.predict_stream(queries, order)
     stream_seconds = time.perf_counter() - stream_start
     predictions = probs.argmax(dim=1)
+    ood_auroc = None
+    if data.ood is not None and spec.views == 1:  # a separate stream from the fitted state: MSP of ID vs OOD images
+        method.reset()
+        ood_probs = method.predict_stream(_feats(data.ood, spec.space, data.centre),
+                                          np.random.default_rng(spec.seed).permutation(len(data.ood)))
+        ood_auroc = auroc(max_softmax(probs), max_softmax(ood_probs))
+    if data.encoder_ms is None:
+        data.encoder_ms = encoder_ms_per_image(encoder, dataset)
     return {
         "dataset": dataset.name,
         "encoder": encoder.provenance,
@@ -158,8 +199,14 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
         "space": spec.space,
         "n": len(data.test),
         **classification_metrics(predictions, data.test.labels, len(dataset.classnames)),
+        "ece": expected_calibration_error(probs, data.test.labels),
+        "ood_auroc": ood_auroc,
+        "encoder_ms_per_image": data.encoder_ms,
+        "method_ms_per_image": 1000.0 * stream_seconds / max(1, len(data.test)),
+        "fit_seconds": fit_seconds,
         "hyperparameters": method.hyperparameters(),
         "selected_on": selected_on,
+        "searched_on_val": bool(getattr(method, "searched_on_val", False)),  # a search inside fit (tip-adapter-f)
         "selection_table": table,
         "val_top1": max((row["val_top1"] for row in table), default=None),
         "val_per_class": spec.val_per_class,
@@ -167,6 +214,7 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
         "stream_order_seed": spec.seed,
         "predicted_count": torch.bincount(predictions, minlength=len(dataset.classnames)).tolist(),
         "views": spec.views,
+        "support_views": spec.support_views,
         "stream_seconds": stream_seconds,
         "seconds": time.perf_counter() - start,
     }

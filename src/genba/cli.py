@@ -61,7 +61,8 @@ def cmd_adapt(args) -> int:
 
     overrides = parse_set_pairs(args.set)
     specs = [AdaptSpec(method=m, shots=args.shots, seed=args.seed, space=args.space, select=args.select,
-                       val_per_class=args.val_per_class, views=args.views, overrides=overrides if len(methods) == 1 else {}) for m in methods]
+                       val_per_class=args.val_per_class, views=args.views,
+                       support_views=args.support_views, overrides=overrides if len(methods) == 1 else {}) for m in methods]
     for spec in specs:  # every method and option is checked before any work starts
         spec.validate()
     dataset = load_dataset(args.dataset)
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--select", choices=["val", "fixed"], default="val", help="hyperparameters: grid on validation, or fixed paper defaults")
     adapt.add_argument("--val-per-class", type=int, default=16, help="validation images per class, carved from train")
     adapt.add_argument("--views", type=int, default=1, help="test-time augmented views per test image (1: none)")
+    adapt.add_argument("--support-views", type=int, default=1,
+                       help="augmented views per support image for the cache and training (Tip-Adapter's reference: 10; 1: none)")
     adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a hyperparameter (one method only)")
     adapt.add_argument("--json", type=Path, help="write the result as JSON here")
     adapt.set_defaults(run=cmd_adapt)

@@ -95,14 +95,17 @@ def format_result(result: dict, setting: str) -> str:
             for j, row in enumerate(block["accuracy_matrix"])]
     m = block["metrics"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    keys = ["transfer", "avg", "last", "bwt", "fwt", "forgetting", "control_before", "control_after"]
+    keys = ["transfer", "avg", "last", "bwt", "fwt", "forgetting", "control_before", "control_after", "ece"]
+    m = {"ece": None, **m}  # results written before ECE existed
     cost = result["cost"]
     drift = block["drift"][-1]
     lines = [f"# {result['method']} ({setting}), seed {result['seed']}, control: {result['control'] or 'none'}", "",
              markdown_table(["step \\ task"] + names, rows), "",
              markdown_table(keys, [[fmt(m[k]) for k in keys]]), "",
-             markdown_table(["alignment (end)", "CKA vs initial (end)", "train s", "trainable params", "extra bytes"],
+             markdown_table(["alignment (end)", "CKA vs initial (end)", "train s", "learn ms/img", "score ms/img",
+                             "trainable params", "extra bytes"],
                             [[f"{drift['alignment']:.3f}", f"{drift['cka']:.3f}", f"{cost['seconds']:.1f}",
+                              fmt(cost.get("learn_ms_per_image")), fmt(m.get("ms_per_image")),
                               cost["trainable_parameters"], cost["extra_bytes"]]]), "",
              f"hyperparameters: {result['hyperparameters']['method']}; train.lr={result['hyperparameters']['train']['lr']}"
              f", epochs={result['hyperparameters']['train']['epochs']}; selected_on: {result['selected_on']}"]

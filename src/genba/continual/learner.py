@@ -249,8 +249,8 @@ class Learner(ClassTextObjective):
         hidden: 0 for a linear adapter, else a bottleneck of this width.
     """
 
-    provides = frozenset({"logits", "visual", "delta", "cache", "task-adapters", "reference"})
-    slots = ("delta", "cache")
+    provides = frozenset({"logits", "visual", "delta", "cache", "fusion", "task-adapters", "reference"})
+    slots = ("delta", "cache", "fusion")
 
     def __init__(self, text: torch.Tensor, centre: torch.Tensor, hidden: int = 0, scale: float = SCALE) -> None:
         super().__init__()
@@ -264,6 +264,7 @@ class Learner(ClassTextObjective):
         self.dim_visual, self.dim = centre.shape[0], text.shape[1]
         self.delta: nn.Module = ResidualAdapter(self.dim_visual, self.dim, hidden)
         self.cache: TipCache | None = None
+        self.fusion: nn.Module | None = None  # rewrites the scores: fusion(v, z, scores, classes) (RAIL's fusion)
         self.known = 0  # classes known so far: global indices [0, known)
         self.val_batch: dict | None = None
         self.reference: dict | None = None  # reference batch for ZSCL (outside the stream)
@@ -293,6 +294,8 @@ class Learner(ClassTextObjective):
         if router is not None and router.centroids.shape[0] and task is not None and bool((task < 0).any()):
             routed = torch.where(task < 0, router(self.visual(batch)), torch.full_like(task, -1))
             out = out.masked_fill(~router.allowed(routed, classes), float("-inf"))
+        if self.fusion is not None:
+            out = self.fusion(self.visual(batch), batch["z"].float(), out, classes)
         return out
 
     def adapter_bytes(self) -> int:

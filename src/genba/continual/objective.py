@@ -17,6 +17,7 @@ CAPABILITIES = {
     "visual": "visual(batch) -> (B, Dv) unit visual features (task routers, caches)",
     "delta": "a `delta` slot: the module from visual features into the joint space (adapter strategies install theirs)",
     "cache": "a `cache` slot: a training-free logit cache added to the scores (the memory strategy installs one)",
+    "fusion": "a `fusion` slot: a training-free module that rewrites the scores, fusion(v, z, scores, classes) (RAIL)",
     "task-adapters": "one adapter per task: a `delta` slot, or the learner's own add_task_adapter + router",
     "reference": "embed, scale, reference_batch() and reference_vocab: images and texts outside the stream (ZSCL)",
 }

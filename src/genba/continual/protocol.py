@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,27 @@ def evaluate(learner: Learner, stream: Stream, setting: str) -> list[float]:
             classes = torch.arange(stream.num_classes)
         row.append(_accuracy(learner, batch, classes))
     return row
+
+
+def calibration(learner: Learner, stream: Stream, setting: str) -> tuple[float, float]:
+    """(ECE %, ms per image) of the learner on every task's test rows pooled, in `setting`: confidence =
+    the max of softmax(scores) over the candidate classes (genba.metrics, 15 bins); the time is
+    that of scoring (features cached: the encoder's cost is not in it)."""
+    from genba.metrics import calibration_error
+
+    confidence, correct, n, start = [], [], 0, time.perf_counter()
+    for i, task in enumerate(stream.tasks):
+        batch = task.batch(task.test, i if setting == "mtil" else -1)
+        classes = (torch.arange(task.offset, task.offset + task.num_classes) if setting == "mtil"
+                   else torch.arange(stream.num_classes))
+        with torch.no_grad():
+            p = learner.scores(batch, classes).softmax(-1)
+        top, pos = p.max(1)
+        confidence.append(top)
+        correct.append(classes[pos] == batch["y"])
+        n += len(batch["y"])
+    ms = 1000.0 * (time.perf_counter() - start) / max(1, n)
+    return calibration_error(torch.cat(confidence), torch.cat(correct)), ms
 
 
 def control_accuracy(learner: Learner, control: Task | None) -> float | None:
@@ -254,7 +276,8 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
     settings = {}
     for s in spec.settings:
         m = metrics.summary(matrices[s])
-        m.update(control_before=control_before, control_after=control_after)
+        ece, ms = calibration(learner, stream, s)
+        m.update(control_before=control_before, control_after=control_after, ece=ece, ms_per_image=ms)
         settings[s] = {"accuracy_matrix": matrices[s], "metrics": m, "drift": drifts[s]}
     return {
         "stream": [t.name for t in stream.tasks],
@@ -267,6 +290,7 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
         "selection_table": selection,
         "fits": fits,
         "cost": {"seconds": seconds, "trainable_parameters": trainable,
+                 "learn_ms_per_image": 1000.0 * seconds / max(1, sum(len(t.train) for t in stream.tasks)),
                  "extra_bytes": strategy.extra_bytes() + adapter_bytes + cache_bytes,
                  "strategy_bytes": strategy.extra_bytes(), "adapter_bytes": adapter_bytes, "cache_bytes": cache_bytes},
         "rows": {"train": [len(t.train) for t in stream.tasks], "val": [len(t.val) for t in stream.tasks],

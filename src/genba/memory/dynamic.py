@@ -6,9 +6,15 @@ the few-shot features together with the queue). Write rule for a feature x predi
 with prediction entropy h:
     queue of c not full  -> append x
     queue full           -> j = argmax_s h_cs; replace slot j with x only if h < h_cj
-                            (ties: the most recently written of the tied slots, as both
-                            reference codes do: TDA keeps its queue sorted by entropy with a
-                            stable sort and replaces the last entry)
+                            (ties: the most recently written of the tied slots, as TDA's
+                            reference does: it keeps each class list sorted by entropy with a
+                            stable sort and replaces the last entry. DMN's reference
+                            (dmn_main.py update_memory_bank) differs: it replaces indice[-1] of
+                            torch.sort(entropies), the HIGHEST SLOT among the tied worst, not the
+                            newest. genba keeps one rule for both, the newest: ties need exactly
+                            equal float entropies (e.g. saturated predictions), and the store
+                            rebuilds this rule from its write order; pinned by
+                            tests/test_faithfulness.py::test_dmn_reference_evicts_the_highest_tied_slot)
 Only features are stored, never images. The per-class Gram matrix G_c = R_c R_c^T is updated
 with each write (one row and column, O((L + E) D)) so that a read is one pass over the rows
 (`genba.memory.read.memory_read`, Gram order). Every write validates its inputs first: a bad

@@ -49,10 +49,13 @@ class TipAdapter(Method):
         self.keys = l2_normalize(sc.mean(1))  # (N, Dc)
         self.values = torch.nn.functional.one_hot(y, self.num_classes).float()  # (N, C)
 
-    def logits(self, qj: torch.Tensor, qc: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """(B, Dt), (B, Dc) unit queries -> (B, C) Tip-Adapter logits with the given keys."""
-        cfg = self.config
-        return self.text_logits(qj) + cfg.alpha * affinity_read(qc, keys, self.values, beta=cfg.beta)
+    def logits(self, qj: torch.Tensor, qc: torch.Tensor, keys: torch.Tensor, alpha: float | None = None,
+               beta: float | None = None) -> torch.Tensor:
+        """(B, Dt), (B, Dc) unit queries -> (B, C) Tip-Adapter logits with the given keys
+        (alpha and beta: the config's unless given)."""
+        alpha = self.config.alpha if alpha is None else alpha
+        beta = self.config.beta if beta is None else beta
+        return self.text_logits(qj) + alpha * affinity_read(qc, keys, self.values, beta=beta)
 
     def _predict(self, qj: torch.Tensor, qc: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         return self.logits(qj[:, 0], qc[:, 0], self.keys).softmax(-1)  # (N, C)
