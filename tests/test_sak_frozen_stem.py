@@ -123,3 +123,18 @@ def test_linear_probe_and_median_frequency_weights():
     assert torch.allclose(w, torch.tensor([2 / 8, 1.0, 2.0, 1.0]))
     with pytest.raises(GenbaError):
         TeacherHeadModel(6, cfg, probe="deep")
+
+
+def test_paired_test_matches_scipy_and_counts_sign_flips():
+    from scipy.stats import ttest_rel
+
+    from genba.sak.metrics import paired_test
+
+    a, b = [1.0, 2.0, 3.5, 0.5, 2.0], [0.5, 1.0, 3.0, 1.0, 1.0]
+    out = paired_test(a, b)
+    ref = ttest_rel(a, b)
+    assert abs(out["t"] - ref.statistic) < 1e-9 and abs(out["p_t"] - ref.pvalue) < 1e-9
+    assert out["wins"] == 4 and out["n"] == 5
+    # d = [.5, 1, .5, -.5, 1], sum 2.5: abs(sum) >= 2.5 when the signs of |d| = [.5, 1, .5, .5, 1] flip at most
+    # one 0.5 (4 patterns: 3.5, 2.5, 2.5, 2.5) and for their negatives: 8 of 32
+    assert out["p_sign_flip"] == 8 / 32

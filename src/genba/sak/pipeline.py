@@ -72,7 +72,7 @@ def split_tensors(scenes: SceneSet, targets: dict[str, torch.Tensor] | None) -> 
     return {**scenes.tensors(), **(targets or {})}
 
 
-FROZEN_PATCH = 4  # a frozen stem's token grid is image_size / 4 (16 x 16 on 64 px scenes)
+FROZEN_PATCH = 8  # a frozen stem's token grid is image_size / 8 (8 x 8 on 64 px scenes, as the ViT stem's)
 
 
 def stem_config(stem: str, input_size: int = 128, backbone=None) -> tuple[dict, object | None]:
