@@ -37,7 +37,6 @@ from _common import RESULTS, base_parser, command_line
 from genba.cache import TensorCache
 from genba.report import write_json
 from genba.sak import pipeline as P
-from genba.sak.losses import median_frequency_weights
 from genba.sak.metrics import TASK_METRIC, delta_m, miou, paired_test
 from genba.sak.scenes import SceneSpec, make_splits
 from genba.sak.teachers import load_teacher
@@ -186,7 +185,7 @@ def main() -> None:
     test_sem = splits["test"].semantic
     trivial = {"miou": miou(torch.zeros_like(test_sem), test_sem, classes),
                "background_fraction": float((test_sem == 0).double().mean() * 100)}
-    weights = None if args.no_balance else median_frequency_weights(splits["train"].semantic, classes)
+    weights = None if args.no_balance else P.class_weights(splits["train"])
     log(f"trivial semantic level (background everywhere) on the test scenes: mIoU {trivial['miou']:.2f} "
         f"({trivial['background_fraction']:.1f}% of test pixels are background); semantic CE weights "
         f"{'none' if weights is None else [round(float(w), 3) for w in weights]}")

@@ -52,6 +52,8 @@ def register_cli(commands, common) -> None:
     data_args(train, False)
     train.add_argument("--init", type=Path, required=True, help="the folder of `genba sak distill`")
     train.add_argument("--distill-weight", type=float, default=1.0, help="weight of the kept distillation loss")
+    train.add_argument("--class-balance", choices=["median", "none"], default="median",
+                       help="semantic cross-entropy weights: median frequency of the train pixels, or none (default %(default)s)")
     train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser("eval", parents=[common], help="metrics of a trained student on scenes or a mask folder")
@@ -187,7 +189,9 @@ def cmd_train(args) -> int:
         raise GenbaError(f"the teachers' maps differ from the ones stage 1 distilled ({info} vs {model.cfg.teachers})")
     cache = _cache(args)
     P.train_stage(model, P.model_tensors(model, splits["train"], targets["train"], cache),
-                  P.model_tensors(model, splits["val"], targets["val"], cache), config, stage=2, teachers=teachers, tasks=list(tasks), distill_weight=args.distill_weight,
+                  P.model_tensors(model, splits["val"], targets["val"], cache), config, stage=2,
+                  teachers=teachers, tasks=list(tasks), distill_weight=args.distill_weight,
+                  class_weights=P.class_weights(splits["train"]) if args.class_balance == "median" else None,
                   checkpoint_dir=args.out / "checkpoint", resume=args.resume, progress=not args.quiet, desc="sak train")
     evaluated = "test" if "test" in splits else "val"
     metrics, gates = P.evaluate(model, splits[evaluated])

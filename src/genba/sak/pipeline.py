@@ -68,6 +68,13 @@ def prepare_targets(splits: dict[str, SceneSet], teacher_specs: list[str], cache
     return out, info, provenance
 
 
+def class_weights(scenes: SceneSet) -> torch.Tensor:
+    """Median-frequency semantic cross-entropy weights of a train split (losses.median_frequency_weights)."""
+    from genba.sak.losses import median_frequency_weights
+
+    return median_frequency_weights(scenes.semantic, len(scenes.classnames))
+
+
 def split_tensors(scenes: SceneSet, targets: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     return {**scenes.tensors(), **(targets or {})}
 
