@@ -37,6 +37,9 @@ def cut_points(backbone, input_size: int) -> tuple[list[str], list[int]]:
     with torch.inference_mode():
         for index, stage in enumerate(backbone.stages[:-1]):  # not the head conv
             x = backbone._run(x, index)
+            if x.ndim != 4:
+                raise GenbaError(f"a frozen SAK stem needs a convolutional backbone with spatial maps "
+                                 f"(efficientnet-lite0/1/2); {backbone.name} gives tokens {tuple(x.shape)}")
             stride = input_size // x.shape[-1]
             if stride in STRIDES:
                 last[stride] = (stage, int(x.shape[1]))
