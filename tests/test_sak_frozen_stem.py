@@ -73,7 +73,7 @@ def test_cached_activations_equal_the_live_forward(backbone, tmp_path):
         live_out = model(scenes.images)
     for task in TASKS:
         assert torch.allclose(cached_out["tasks"][task], live_out["tasks"][task], atol=1e-2)
-    uncached = stem_activations(backbone, scenes.images, scenes.fingerprint, model.cfg.stem_levels, 64, 8, None)
+    uncached = stem_activations(backbone, scenes.images, scenes.fingerprint, model.cfg.stem_levels, 64, model.cfg.grid, None)
     assert all(torch.equal(uncached[k], first[k]) for k in keys)
 
 
