@@ -145,7 +145,8 @@ def metric_rows(summary: dict, dm: dict | None = None) -> list[str]:
 
 def main() -> None:
     parser = base_parser(__doc__)
-    parser.add_argument("--stem", default="efficientnet-lite2", help="frozen genba.backbones stem (default %(default)s)")
+    parser.add_argument("--stem", default="efficientnet-lite2", choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+                        help="frozen genba.backbones stem (default %(default)s; the scratch ViT stem: previous round, see docs/sak.md)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--val", type=int, default=200)
