@@ -1,6 +1,6 @@
 """`genba sak distill | train | eval | predict` (argument parsing only; genba.sak.pipeline does the work).
 
-    genba sak distill --out runs/s1 [--data scenes] [--teachers efficientnet-lite0,conse-dense,ppocr-det]
+    genba sak distill --out runs/s1 [--data scenes] [--teachers efficientnet-lite0,conse-dense,ppocr-det] [--stem vit]
     genba sak train   --init runs/s1 --out runs/s2 [--data scenes | --data folder:<dir>]
     genba sak eval    --model runs/s2 [--data scenes | --data folder:<dir>]
     genba sak predict --model runs/s2 --images <image or folder> --out preds/
@@ -8,7 +8,9 @@
 --data: `scenes` (the seeded composites, --train/--val/--test counts), `folder:<dir>` (images/ +
 masks/, see genba.sak.folder; split seeded 80/20 into train/val, evaluated on val), or, for
 distill only, any genba dataset (textile, fashion-mnist, ...: unlabeled images resized to 64 px).
---set train.KEY=VALUE changes the TrainConfig of the stage.
+--set train.KEY=VALUE changes the TrainConfig of the stage. --stem: a frozen pretrained
+genba.backbones name (default efficientnet-lite0; trains on its cached activations) or `vit`
+(the small ViT stem trained from scratch).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from genba.errors import GenbaError
 
 DEFAULT_TEACHERS = "efficientnet-lite0,conse-dense,ppocr-det"
+DEFAULT_STEM = "efficientnet-lite0"
 DEFAULTS = dict(lr=1e-3, epochs=8, batch_size=32, weight_decay=0.05, warmup=0.05, clip_norm=1.0)
 
 
@@ -41,12 +44,16 @@ def register_cli(commands, common) -> None:
     data_args(distill, True)
     distill.add_argument("--teachers", default=DEFAULT_TEACHERS, help="comma-separated teachers (default %(default)s; also hf:<dir>)")
     distill.add_argument("--variant", default="sak", help="sak | no-router | no-tsap | many-to-one (default %(default)s)")
+    distill.add_argument("--stem", default=DEFAULT_STEM, help="frozen pretrained backbone (efficientnet-lite0/1/2) "
+                         "or vit (trained from scratch) (default %(default)s)")
     distill.set_defaults(run=cmd_distill)
 
     train = sub.add_parser("train", parents=[common], help="stage 2: train the dense task heads, distillation kept")
     data_args(train, False)
     train.add_argument("--init", type=Path, required=True, help="the folder of `genba sak distill`")
     train.add_argument("--distill-weight", type=float, default=1.0, help="weight of the kept distillation loss")
+    train.add_argument("--class-balance", choices=["median", "none"], default="median",
+                       help="semantic cross-entropy weights: median frequency of the train pixels, or none (default %(default)s)")
     train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser("eval", parents=[common], help="metrics of a trained student on scenes or a mask folder")
@@ -149,8 +156,10 @@ def cmd_distill(args) -> int:
     splits = _splits(args, distill=True)
     targets, info, provenance = P.prepare_targets({k: splits[k] for k in ("train", "val")}, teachers, _cache(args))
     tasks = P.task_channels(splits["train"]) if args.data == "scenes" or args.data.startswith("folder:") else {}
-    model = P.build_student(args.variant, info, tasks)
-    result = P.train_stage(model, P.split_tensors(splits["train"], targets["train"]), P.split_tensors(splits["val"], targets["val"]),
+    model = P.build_student(args.variant, info, tasks, stem=args.stem)
+    cache = _cache(args)
+    result = P.train_stage(model, P.model_tensors(model, splits["train"], targets["train"], cache),
+                           P.model_tensors(model, splits["val"], targets["val"], cache),
                            config, stage=1, teachers=teachers, tasks=[], checkpoint_dir=args.out / "checkpoint",
                            resume=args.resume, progress=not args.quiet, desc="sak distill")
     extra = {"stage": 1, "teachers": provenance, "data": args.data}
@@ -178,8 +187,11 @@ def cmd_train(args) -> int:
     targets, info, _ = P.prepare_targets(splits, teachers, _cache(args))
     if any(info[t] != list(model.cfg.teachers[t]) for t in teachers):
         raise GenbaError(f"the teachers' maps differ from the ones stage 1 distilled ({info} vs {model.cfg.teachers})")
-    P.train_stage(model, P.split_tensors(splits["train"], targets["train"]), P.split_tensors(splits["val"], targets["val"]),
-                  config, stage=2, teachers=teachers, tasks=list(tasks), distill_weight=args.distill_weight,
+    cache = _cache(args)
+    P.train_stage(model, P.model_tensors(model, splits["train"], targets["train"], cache),
+                  P.model_tensors(model, splits["val"], targets["val"], cache), config, stage=2,
+                  teachers=teachers, tasks=list(tasks), distill_weight=args.distill_weight,
+                  class_weights=P.class_weights(splits["train"]) if args.class_balance == "median" else None,
                   checkpoint_dir=args.out / "checkpoint", resume=args.resume, progress=not args.quiet, desc="sak train")
     evaluated = "test" if "test" in splits else "val"
     metrics, gates = P.evaluate(model, splits[evaluated])

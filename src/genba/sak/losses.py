@@ -7,6 +7,10 @@ and the distillation loss is the mean over teachers of (L_dense + L_pooled).
 Tasks (the usual multi-task dense choices, e.g. MTI-Net / PASCAL-Context): semantic = cross-
 entropy; boundary = binary cross-entropy with positive weight BOUNDARY_POS_WEIGHT (edges are
 rare); saliency = binary cross-entropy; depth = L1. All weights 1, fixed in advance.
+Semantic may be class-balanced: cross-entropy with per-class weights w_c; `median_frequency_weights`
+gives w_c = median_k(f_k) / f_c over the TRAIN pixels' class frequencies f (median frequency
+balancing, Eigen & Fergus 2015, ICCV), so the background (86% of the composites' pixels) does not
+swamp the six object classes.
 """
 
 from __future__ import annotations
@@ -32,11 +36,21 @@ def distill_loss(student_teachers: dict, targets: dict) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
-def task_loss(task: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
-    """The loss of one task's output (B, C, H, W) against batch[task]."""
+def median_frequency_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """w_c = median(f) / f_c over the pixel class frequencies of `labels` (absent classes: weight 1)."""
+    counts = torch.bincount(labels.flatten().long(), minlength=classes).double()
+    freq = counts / counts.sum()
+    present = freq > 0
+    weights = torch.ones(classes, dtype=torch.float64)
+    weights[present] = freq[present].median() / freq[present]
+    return weights.float()
+
+
+def task_loss(task: str, output: torch.Tensor, batch: dict, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of one task's output (B, C, H, W) against batch[task]; class_weights: semantic CE weights."""
     label = batch[task]
     if task == "semantic":
-        return F.cross_entropy(output, label.long())
+        return F.cross_entropy(output, label.long(), weight=class_weights)
     if task == "boundary":
         return F.binary_cross_entropy_with_logits(output[:, 0], label.float(),
                                                   pos_weight=torch.tensor(BOUNDARY_POS_WEIGHT))
@@ -47,5 +61,5 @@ def task_loss(task: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
     raise KeyError(task)
 
 
-def total_task_loss(outputs: dict, batch: dict) -> torch.Tensor:
-    return torch.stack([task_loss(task, out, batch) for task, out in outputs.items()]).sum()
+def total_task_loss(outputs: dict, batch: dict, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.stack([task_loss(task, out, batch, class_weights) for task, out in outputs.items()]).sum()

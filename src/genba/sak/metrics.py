@@ -10,6 +10,9 @@
     RMSE      depth: root mean squared error over all test pixels (lower is better).
     Delta-m   (1/T) sum_t (-1)^{l_t} (M_t - M_single,t) / M_single,t * 100, l_t = 1 when lower is
               better (Maninis et al. 2019; Vandenhende et al. 2021).
+    paired    a - b per seed (same scenes, same seed for both): mean, sample std, the paired
+              t-test (t = mean / (std / sqrt(n)), n - 1 degrees of freedom, two-sided p) and the
+              exact sign-flip permutation p over all 2^n sign patterns (two-sided).
 """
 
 from __future__ import annotations
@@ -83,3 +86,27 @@ def delta_m(metrics: dict[str, float], single: dict[str, float]) -> float:
         raise ValueError("no common metric for Delta-m")
     changes = [(-1 if k in LOWER_IS_BETTER else 1) * (metrics[k] - single[k]) / single[k] * 100 for k in keys]
     return sum(changes) / len(changes)
+
+
+def paired_test(a: list[float], b: list[float]) -> dict:
+    """Paired comparison of a and b over seeds (see module docstring)."""
+    import itertools
+    import math
+
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("a paired test needs two equally long lists of at least 2 values")
+    d = [x - y for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    if std == 0:
+        t, p = (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    else:
+        from scipy.stats import t as student_t
+
+        t = mean / (std / math.sqrt(n))
+        p = float(2 * student_t.sf(abs(t), n - 1))
+    flips = [abs(sum(s * x for s, x in zip(signs, d))) for signs in itertools.product((1, -1), repeat=n)]
+    p_flip = sum(f >= abs(sum(d)) - 1e-12 for f in flips) / len(flips)
+    return {"n": n, "mean": mean, "std": std, "t": t, "p_t": p, "p_sign_flip": p_flip,
+            "wins": sum(x > 0 for x in d), "differences": d}

@@ -26,27 +26,32 @@ def teacher_batch(batch: dict, teachers: list[str]) -> dict:
 
 
 class SAKObjective(Objective):
-    """model: SAKStudent (input = images) or TeacherHeadModel (input = batch[input_key])."""
+    """model: SAKStudent (input = images, or with a frozen stem its cached level maps, the batch
+    keys model.input_keys) or TeacherHeadModel (input = batch[input_key]). class_weights: semantic
+    cross-entropy weights (None = plain cross-entropy)."""
 
     def __init__(self, model: torch.nn.Module, teachers: list[str], tasks: list[str], distill_weight: float,
-                 val: dict | None = None, input_key: str = "image", eval_batch: int = 128):
+                 val: dict | None = None, input_key: str = "image", eval_batch: int = 128,
+                 class_weights: torch.Tensor | None = None):
         super().__init__()
         self.model, self.teachers, self.tasks = model, list(teachers), list(tasks)
         self.distill_weight, self.input_key, self.eval_batch = float(distill_weight), input_key, eval_batch
         self._val = val
+        self.register_buffer("class_weights", None if class_weights is None else class_weights.float(), persistent=False)
 
     def _outputs(self, batch: dict) -> dict:
-        x = batch[self.input_key]
         if self.input_key == "image":
+            keys = getattr(self.model, "input_keys", None)
+            x = [batch[k] for k in keys] if keys else batch["image"]
             return self.model(x, with_teachers=self.distill_weight > 0, tasks=self.tasks)
-        return self.model(x)
+        return self.model(batch[self.input_key])
 
     def forward(self, batch: dict):
         out = self._outputs(batch)
         loss = torch.zeros(())
         logs = {}
         if self.tasks:
-            task_part = total_task_loss({t: out["tasks"][t] for t in self.tasks}, batch)
+            task_part = total_task_loss({t: out["tasks"][t] for t in self.tasks}, batch, self.class_weights)
             loss = loss + task_part
             logs["task"] = float(task_part.detach())
         if self.distill_weight > 0 and self.teachers:

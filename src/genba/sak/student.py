@@ -12,6 +12,10 @@ Task input F_k = sum_r g_k,r * rep_r (an image-level gate); head_k: LN, Linear D
 Linear D -> p*p*C_k, pixel shuffle to full resolution.
 Distillation heads: per teacher a dense head (token map pooled to the teacher's grid, then a
 linear map, or a 2-layer MLP for the RADIO-style baseline) and a pooled head on the mean token.
+Stem (StudentConfig.stem): 'vit' = the ViT above, trained from scratch with everything else;
+a backbone name (e.g. 'efficientnet-lite2') = a FROZEN pretrained backbone whose activations at
+several cut points feed a light trainable neck (genba.sak.frozen_stem); the paths then run over
+its levels instead of ViT blocks and training reads cached activations, not images.
 Variants (StudentConfig): tsap off -> every teacher is distilled from the stem (many-to-one,
 RADIO-style: Ranzinger et al. 2024, AM-RADIO); router 'average' -> fixed uniform gate.
 """
@@ -42,6 +46,11 @@ class StudentConfig:
     tsap: bool = True
     router: str = "learned"  # 'learned' | 'average'
     distill_head: str = "linear"  # 'linear' | 'mlp'
+    stem: str = "vit"  # 'vit' (from scratch) | a genba.backbones name (frozen, pretrained)
+    stem_input: int = 128  # the frozen backbone's input size (px)
+    stem_levels: list = field(default_factory=list)  # its cut points (genba.sak.frozen_stem.cut_points)
+    stem_channels: list = field(default_factory=list)
+    stem_provenance: str = ""  # the backbone weights the student was trained on
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch:
@@ -52,6 +61,9 @@ class StudentConfig:
             raise GenbaError(f"router must be 'learned' or 'average', got {self.router!r}")
         if self.distill_head not in ("linear", "mlp"):
             raise GenbaError(f"distill_head must be 'linear' or 'mlp', got {self.distill_head!r}")
+        if self.stem != "vit" and (not self.stem_levels or len(self.stem_levels) != len(self.stem_channels)):
+            raise GenbaError(f"the frozen stem {self.stem!r} needs its cut points and their channels "
+                             "(genba.sak.pipeline.build_student fills them)")
         unknown = sorted(set(self.tasks) - set(TASK_CHANNELS))
         if unknown:
             raise GenbaError(f"unknown task(s) {', '.join(unknown)}: choose from {', '.join(TASK_CHANNELS)}")
@@ -62,6 +74,11 @@ class StudentConfig:
     @property
     def grid(self) -> int:
         return self.image_size // self.patch
+
+    @property
+    def levels(self) -> int:
+        """How many stem outputs the adapter paths read: ViT blocks, or the frozen backbone's cut points."""
+        return self.depth if self.stem == "vit" else len(self.stem_levels)
 
 
 class Block(nn.Module):
@@ -195,12 +212,12 @@ class SAKStudent(nn.Module):
     """forward(images uint8 or float) -> {'tasks': {task: (B, C, H, W)}, 'teachers': {t: (dense, pooled)},
     'gates': {task: (B, R)}}."""
 
-    def __init__(self, cfg: StudentConfig):
+    def __init__(self, cfg: StudentConfig, backbone=None):
         super().__init__()
         self.cfg = cfg
         self.teacher_names = list(cfg.teachers)
-        self.stem = Stem(cfg)
-        self.paths = nn.ModuleDict({_key(t): AdapterPath(cfg.dim, cfg.depth) for t in self.teacher_names} if cfg.tsap else {})
+        self.stem = Stem(cfg) if cfg.stem == "vit" else _frozen_stem(cfg, backbone)
+        self.paths = nn.ModuleDict({_key(t): AdapterPath(cfg.dim, cfg.levels) for t in self.teacher_names} if cfg.tsap else {})
         self.distill = nn.ModuleDict({_key(t): DistillHead(cfg.dim, int(v[0]), (int(v[1]), int(v[2])), cfg.distill_head)
                                       for t, v in cfg.teachers.items()})
         representations = 1 + len(self.paths)
@@ -212,14 +229,25 @@ class SAKStudent(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return (x - 0.45) / 0.25
 
-    def representations(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(stem's final tokens, [stem final, path_1 final, ...])."""
-        stem = self.stem(self.normalize(images))
+    @property
+    def input_keys(self) -> list[str] | None:
+        """The batch keys of the cached frozen-stem activations the model trains on (None: it reads images)."""
+        if self.cfg.stem == "vit":
+            return None
+        from genba.sak.frozen_stem import level_keys
+
+        return level_keys(self.cfg.levels)
+
+    def representations(self, images) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(stem's final tokens, [stem final, path_1 final, ...]); `images` may be the cached level maps
+        (a list) of a frozen stem."""
+        stem = self.stem(self.normalize(images) if self.cfg.stem == "vit" else images)
         reps = [stem[-1]] + [self.paths[_key(t)](stem)[-1] for t in self.teacher_names if _key(t) in self.paths]
         return stem[-1], reps
 
-    def forward(self, images: torch.Tensor, with_teachers: bool = True, tasks: list[str] | None = None) -> dict:
-        """`tasks`: the task heads to run (default all of cfg.tasks; [] for none)."""
+    def forward(self, images, with_teachers: bool = True, tasks: list[str] | None = None) -> dict:
+        """`images`: uint8 (B, 3, H, W), or for a frozen stem the list of its cached level maps.
+        `tasks`: the task heads to run (default all of cfg.tasks; [] for none)."""
         stem_final, reps = self.representations(images)
         out: dict = {"tasks": {}, "gates": {}, "teachers": {}}
         if with_teachers:
@@ -235,8 +263,21 @@ class SAKStudent(nn.Module):
         return out
 
     def deployed_parameters(self) -> int:
-        """Parameters used at inference for the tasks (stem, paths, routers, heads; not the distillation heads)."""
+        """Parameters used at inference for the tasks (stem incl. a frozen backbone, paths, routers, heads;
+        not the distillation heads)."""
+        frozen = self.stem.backbone_parameters() if self.cfg.stem != "vit" else 0
+        return frozen + self.trainable_parameters()
+
+    def trainable_parameters(self) -> int:
+        """The deployed parameters the student learns (a frozen backbone excluded)."""
         return sum(p.numel() for name, p in self.named_parameters() if not name.startswith("distill."))
+
+
+def _frozen_stem(cfg: StudentConfig, backbone=None):
+    from genba.sak.frozen_stem import FrozenStem
+
+    return FrozenStem(cfg.stem, cfg.stem_levels, cfg.stem_channels, cfg.stem_input, cfg.grid, cfg.dim,
+                      backbone=backbone, provenance=cfg.stem_provenance)
 
 
 def _key(teacher: str) -> str:
@@ -244,17 +285,36 @@ def _key(teacher: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in teacher)
 
 
-class TeacherHeadModel(nn.Module):
-    """The teachers' oracle: light dense heads on one frozen teacher's cached map.
+class LinearDenseHead(nn.Module):
+    """A linear dense probe: tokens (B, N, D) on a g x g grid -> Linear D -> p*p*C per token, pixel shuffle."""
 
-    The map (B, Dt, h, w) is resized (bilinear) to the student's g x g grid; each task has its own
-    linear Dt -> D and the same DenseHead as the student's (one independent head per task).
+    def __init__(self, dim: int, channels: int, patch: int):
+        super().__init__()
+        self.patch, self.channels = patch, channels
+        self.linear = nn.Linear(dim, patch * patch * channels)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, _ = tokens.shape
+        g = int(round(n ** 0.5))
+        out = self.linear(tokens).transpose(1, 2).reshape(b, self.channels * self.patch * self.patch, g, g)
+        return F.pixel_shuffle(out, self.patch)
+
+
+class TeacherHeadModel(nn.Module):
+    """Dense heads on one frozen teacher's cached map, one independent head per task.
+
+    The map (B, Dt, h, w) is resized (bilinear) to the student's g x g grid. probe 'mlp' (the
+    teachers' oracle): Linear Dt -> D, then the student's DenseHead; probe 'linear' (the teacher-bias
+    table): one linear map per cell Dt -> p*p*C_k, pixel-shuffled (a linear dense probe).
     """
 
-    def __init__(self, teacher_dim: int, cfg: StudentConfig):
+    def __init__(self, teacher_dim: int, cfg: StudentConfig, probe: str = "mlp"):
         super().__init__()
+        if probe not in ("mlp", "linear"):
+            raise GenbaError(f"probe must be 'mlp' or 'linear', got {probe!r}")
         self.cfg = cfg
-        self.heads = nn.ModuleDict({task: nn.Sequential(nn.Linear(teacher_dim, cfg.dim), DenseHead(cfg.dim, int(c), cfg.patch))
+        self.heads = nn.ModuleDict({task: LinearDenseHead(teacher_dim, int(c), cfg.patch) if probe == "linear" else
+                                    nn.Sequential(nn.Linear(teacher_dim, cfg.dim), DenseHead(cfg.dim, int(c), cfg.patch))
                                     for task, c in cfg.tasks.items()})
 
     def forward(self, teacher_map: torch.Tensor) -> dict:
