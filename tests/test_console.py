@@ -301,3 +301,18 @@ def test_dmn_write_label_rule(rule):
     assert torch.equal(m.write_labels, expected)
     with pytest.raises(GenbaError, match="write_label"):
         create_method("dmn-tf", write_label="served")
+
+
+@web
+def test_docs_are_served_from_installed_assets(client):
+    from genba.serve.routes import swagger_assets
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "http" not in page.text.split("<body>")[1]  # no external URL
+    if swagger_assets() is None:
+        assert "pip install" in page.text
+        pytest.skip("fastapi-offline (the serve extra) is not installed")
+    assert "/docs/swagger-ui-bundle.js" in page.text and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    js = client.get("/docs/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000 and "SwaggerUIBundle" in js.text[:5000]
+    assert client.get("/docs/../../etc/passwd").status_code == 404 and client.get("/docs/favicon.png").status_code == 404

@@ -132,7 +132,9 @@ def label(service, memory_id: str, prediction_id: int, label) -> dict:
         if item is None:
             raise ApiError(404, f"memory {memory_id} has no logged prediction {prediction_id} (erased or rolled out of the log)")
         source = f"label:{int(prediction_id)}"
-        if item["label"] == cls and item["label_source"]:
+        kept = item["label_source"] and store._conn().execute(
+            "SELECT 1 FROM entries WHERE memory_id = ? AND source_id = ? LIMIT 1", (memory_id, item["label_source"])).fetchone()
+        if item["label"] == cls and kept:  # a rollback may have removed the support: then it is added again
             return {"prediction_id": item["id"], "label": spec.classnames[cls], "confirmed": cls == item["class"],
                     "source_id": source, "changed": False, "version": store.version(memory_id)}
         if item["feature"] is None:

@@ -18,6 +18,7 @@ again (`Once`). The console sends one key per intended action.
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -167,12 +168,16 @@ def register(app: FastAPI, service, member, json_only) -> tuple:
 
 
 def swagger_assets() -> Path | None:
-    """The folder of the installed Swagger UI (the swagger-ui-bundle package), or None."""
+    """The folder of the Swagger UI 5 assets the fastapi-offline package installs, or None.
+
+    Only its static files are used (the package's own page has an inline script)."""
     try:
-        import swagger_ui_bundle
-    except ImportError:
+        spec = importlib.util.find_spec("fastapi_offline")
+    except (ImportError, ValueError):
         return None
-    path = Path(swagger_ui_bundle.swagger_ui_path)
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).parent / "static"
     return path if (path / "swagger-ui-bundle.js").is_file() else None
 
 
@@ -180,7 +185,7 @@ DOC_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/
 
 
 def add_docs(app: FastAPI) -> None:
-    """/docs: Swagger UI from the installed swagger-ui-bundle package (no CDN); without it, a page
+    """/docs: Swagger UI from the installed fastapi-offline package (no CDN); without it, a page
     that says how to install it and links /openapi.json."""
     assets = swagger_assets()
 

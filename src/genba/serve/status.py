@@ -6,7 +6,7 @@ access logs); the page's script sends it as a Bearer header, never as a cookie. 
 (names, class names) is inserted with textContent, never as HTML, so a class name cannot inject
 markup. Script and styles are their own files (web/console.js, web/console.css), so the page's
 Content-Security-Policy allows no inline script or style at all (`CSP`); images are the log's
-thumbnails as data: URIs. /docs loads Swagger UI from the installed swagger-ui-bundle package
+thumbnails as data: URIs. /docs loads Swagger UI 5 from the installed fastapi-offline package
 with its own initialiser script, also without inline script (`DOCS_CSP`).
 """
 
