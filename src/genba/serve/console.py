@@ -82,6 +82,8 @@ def console_data(service, memory_id: str, *, buckets: int = 48, recent: int = 12
     learned = conn.execute("SELECT fingerprint, created, json_array_length(sources) FROM learned_states WHERE memory_id = ?",
                            (memory_id,)).fetchone()
     thumbs = spec.log_images
+    timeline = series.series(conn, memory_id, spec.num_classes, buckets)
+    served = np.sum([b["per_class"] for b in timeline["buckets"]], axis=0).tolist() if timeline["buckets"] else None
     return {
         "id": memory_id, "name": spec.name, "method": spec.method, "encoder": spec.encoder,
         "encoder_provenance": spec.encoder_provenance, "hyperparameters": spec.hyperparameters, "config": config,
@@ -95,9 +97,9 @@ def console_data(service, memory_id: str, *, buckets: int = 48, recent: int = 12
                                                            "sources": learned[2]},
             "snapshots": store.snapshots(memory_id),
             "last_rollback": next((a for a in predlog.audit_rows(conn, memory_id, 200) if a["action"] == "rollback"), None)},
-        "logged": predlog.count(conn, memory_id),
-        "series": series.series(conn, memory_id, spec.num_classes, buckets),
-        "warnings": series.warnings(conn, memory_id, names, fill),
+        "logged": timeline["total"],
+        "series": timeline,
+        "warnings": series.warnings(conn, memory_id, names, fill, served),
         "recent": [_named(r, names) for r in predlog.rows(conn, memory_id, limit=recent, with_thumbnails=thumbs)],
         "least_confident": [_named(r, names) for r in predlog.rows(conn, memory_id, limit=recent, order="least-confident",
                                                                    unlabelled=True, with_thumbnails=thumbs)],

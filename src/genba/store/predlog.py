@@ -7,7 +7,8 @@ have written, the query under; NULL for a method without one), the source id, th
 latency, the query's stored feature (the memory's feature format; what a correction turns into
 support) and, only for a memory created with `log_images`, a small JPEG thumbnail. A row can
 later carry an operator's label (confirmed or corrected class, the source id of the support it
-became, the time). The log keeps the newest `spec.log_size` rows per memory (`trim`).
+became, the time). The log keeps the newest `spec.log_size` rows per memory (`trim`; logs over
+EXACT_BOUND rows are trimmed every TRIM_EVERY rows, see `insert`).
 
 `audit` records who did what through the service: time, memory, actor ("admin" or "memory"
 token), action and a JSON detail (source ids are kept as a sha256 prefix, so the audit never
@@ -61,7 +62,11 @@ CREATE TABLE IF NOT EXISTS audit (
 )""",
 }
 INDEXES = (
-    "CREATE INDEX IF NOT EXISTS predictions_by_time ON predictions(memory_id, time)",
+    "CREATE INDEX IF NOT EXISTS predictions_by_memory ON predictions(memory_id)",  # rowid order within a memory
+    # covering index of the console's time series: its scans never read the rows (features, thumbnails)
+    "CREATE INDEX IF NOT EXISTS predictions_series ON predictions(memory_id, time, class, confidence, entropy, "
+    "write_label, label, latency_ms)",
+    "CREATE INDEX IF NOT EXISTS predictions_least_confident ON predictions(memory_id, confidence) WHERE label IS NULL",
     "CREATE INDEX IF NOT EXISTS predictions_by_source ON predictions(source_id)",
     "CREATE INDEX IF NOT EXISTS predictions_queue ON predictions(memory_id, margin) WHERE label IS NULL",
     "CREATE INDEX IF NOT EXISTS audit_by_memory ON audit(memory_id, seq)",
@@ -74,7 +79,7 @@ TOP_K = 5
 def ensure(conn: sqlite3.Connection) -> None:
     """Create the log tables and their indexes where missing (files from before they existed)."""
     have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-    if set(TABLES) <= have and "predictions_queue" in have and "audit_by_memory" in have:
+    if set(TABLES) <= have and all(i.split(" EXISTS ")[1].split()[0] in have for i in INDEXES):
         return
     for statement in (*TABLES.values(), *INDEXES):
         conn.execute(statement)
@@ -109,12 +114,22 @@ INSERT = ("INSERT INTO predictions(memory_id, time, version, class, confidence, 
           "source_id, latency_ms, scale, feature, thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+TRIM_EVERY = 256
+"""Above EXACT_BOUND rows a log is trimmed each time its row ids cross a multiple of this, so it
+may hold up to TRIM_EVERY rows (plus one request) over its bound between trims."""
+EXACT_BOUND = 4096
+
+
 def insert(conn: sqlite3.Connection, memory_id: str, rows: list[tuple], keep: int) -> list[int]:
-    """Append rows (from `log_rows`) and trim the memory's log to its newest `keep`; returns the ids."""
+    """Append rows (from `log_rows`) and trim the memory's log to its newest `keep`; returns the ids.
+
+    Trimming walks `keep` index entries, so a large log is trimmed once per TRIM_EVERY new rows
+    (amortised O(keep / TRIM_EVERY) per row) and a small one (keep <= EXACT_BOUND) every time."""
     if keep <= 0 or not rows:
         return []
     ids = [conn.execute(INSERT, (memory_id, *row)).lastrowid for row in rows]
-    trim(conn, memory_id, keep)
+    if keep <= EXACT_BOUND or ids[-1] // TRIM_EVERY != (ids[0] - 1) // TRIM_EVERY:
+        trim(conn, memory_id, keep)
     return ids
 
 

@@ -4,8 +4,9 @@
 class, mean confidence p_max, mean normalised entropy H(p) / log C, the share of predictions
 whose dynamic-memory write label differs from the served class, requests per second, p50 / p99
 request latency, and accuracy on operator-confirmed labels (share of labelled rows whose label
-equals the served class; None in a bucket without labels). Aggregates are GROUP BY queries over
-the (memory_id, time) index; latencies are read once per request (rows of one request share
+equals the served class; None in a bucket without labels). Each bucket is one range scan of a
+covering index (predlog's predictions_series: no row is read, nothing of the whole log is
+sorted); latencies are read once per request (rows of one request share
 their time), so the cost grows with requests, not with images.
 
 `warnings` applies three documented rules:
@@ -38,43 +39,53 @@ def series(conn: sqlite3.Connection, memory_id: str, num_classes: int, buckets: 
         return out
     width = max((hi - lo) / buckets, 1.0)
     B = min(buckets, int((hi - lo) // width) + 1)
-    key = f"min(CAST((time - {float(lo)!r}) / {float(width)!r} AS INTEGER), {B - 1})"
     per_class = np.zeros((B, num_classes), dtype=np.int64)
-    for b, c, k in conn.execute(f"SELECT {key} AS b, class, count(*) FROM predictions WHERE memory_id = ? GROUP BY b, class",
-                                (memory_id,)):
-        if 0 <= c < num_classes:
-            per_class[b, c] = k
-    agg = {b: rest for b, *rest in conn.execute(
-        f"SELECT {key} AS b, count(*), avg(confidence), avg(entropy), sum(write_label IS NOT NULL AND write_label != class), "
-        "sum(write_label IS NOT NULL), sum(label IS NOT NULL), sum(label = class) FROM predictions WHERE memory_id = ? "
-        "GROUP BY b", (memory_id,))}
-    lat = np.array(conn.execute(f"SELECT {key} AS b, max(latency_ms) FROM predictions WHERE memory_id = ? GROUP BY time",
-                                (memory_id,)).fetchall(), dtype=np.float64).reshape(-1, 2)
+    sums = np.zeros((B, 7))  # count, sum confidence, sum entropy, write differs, written, labelled, right
+    lats = []
+    for b in range(B):  # one index range scan per bucket: no sort of the whole log
+        span = (memory_id, lo + b * width, hi + 1.0 if b == B - 1 else lo + (b + 1) * width)
+        for c, *rest in conn.execute(
+                "SELECT class, count(*), sum(confidence), sum(entropy), sum(write_label IS NOT NULL AND write_label != class), "
+                "sum(write_label IS NOT NULL), sum(label IS NOT NULL), sum(label = class) FROM predictions "
+                "WHERE memory_id = ? AND time >= ? AND time < ? GROUP BY class", span):
+            if 0 <= c < num_classes:
+                per_class[b, c] = rest[0]
+            sums[b] += [v or 0 for v in rest]
+        lats.append(np.array([r[0] for r in conn.execute(
+            "SELECT max(latency_ms) FROM predictions WHERE memory_id = ? AND time >= ? AND time < ? GROUP BY time", span)]))
     out["width_s"] = width
     for b in range(B):
-        count, conf, ent, differ, written, labelled, right = agg.get(b, (0, None, None, 0, 0, 0, 0))
-        lats = lat[lat[:, 0] == b, 1]
+        count, conf, ent, differ, written, labelled, right = sums[b]
+        lat = lats[b]
         out["buckets"].append({
             "t": lo + b * width, "count": int(count), "per_class": per_class[b].tolist(),
-            "confidence": conf, "entropy": ent, "write_differs": (differ / written) if written else None,
-            "requests_per_s": len(lats) / width,
-            "p50_ms": float(np.percentile(lats, 50)) if len(lats) else None,
-            "p99_ms": float(np.percentile(lats, 99)) if len(lats) else None,
-            "labelled": int(labelled or 0), "accuracy": (right / labelled) if labelled else None})
+            "confidence": conf / count if count else None, "entropy": ent / count if count else None,
+            "write_differs": (differ / written) if written else None,
+            "requests_per_s": len(lat) / width,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+            "labelled": int(labelled), "accuracy": (right / labelled) if labelled else None})
     return out
 
 
-def warnings(conn: sqlite3.Connection, memory_id: str, classnames: list[str], fill: dict[str, list[int]]) -> list[dict]:
-    """Actionable warnings from the log and the bank fill (rules in the module docstring)."""
+def warnings(conn: sqlite3.Connection, memory_id: str, classnames: list[str], fill: dict[str, list[int]],
+             served: list[int] | None = None) -> list[dict]:
+    """Actionable warnings from the log and the bank fill (rules in the module docstring).
+    `served`: predictions per class over the whole log, if known (the sum of `series` per_class)."""
     C, out = len(classnames), []
     writes_dynamic = conn.execute("SELECT 1 FROM predictions WHERE memory_id = ? AND write_label IS NOT NULL LIMIT 1",
                                   (memory_id,)).fetchone() is not None
     if writes_dynamic:
         dynamic = fill.get("dynamic", [0] * C)
-        for c, served in conn.execute("SELECT class, count(*) FROM predictions WHERE memory_id = ? GROUP BY class", (memory_id,)):
-            if 0 <= c < C and served >= MIN_SERVED and dynamic[c] == 0:
+        if served is None:
+            served = [0] * C
+            for c, k in conn.execute("SELECT class, count(*) FROM predictions WHERE memory_id = ? GROUP BY class", (memory_id,)):
+                if 0 <= c < C:
+                    served[c] = k
+        for c, k in enumerate(served):
+            if k >= MIN_SERVED and dynamic[c] == 0:
                 out.append({"kind": "never-written", "class": classnames[c],
-                            "message": f"class {classnames[c]!r} was served {served} times but its dynamic memory holds no "
+                            "message": f"class {classnames[c]!r} was served {k} times but its dynamic memory holds no "
                                        "entry: the write label (the zero-shot rule by default) never named it; "
                                        "consider the 'final' write label or more support of this class"})
         labels = [r[0] for r in conn.execute("SELECT write_label FROM predictions WHERE memory_id = ? AND write_label IS NOT NULL "
