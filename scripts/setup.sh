@@ -19,8 +19,8 @@ apt_install() {  # apt_install PACKAGE...: install Debian packages when we are r
 
 # Fashion-MNIST ships as a Debian package; optional (genba says how to install it when missing).
 [ -d /usr/share/datasets/fashion-mnist ] || apt_install dataset-fashion-mnist
-# The status page of `genba serve` is tested in headless Chromium.
-if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1; then apt_install chromium chromium-driver; fi
+# The console of `genba serve` is tested in headless Chromium (Selenium, from the dev extra, drives chromedriver).
+if [ "${1:-}" = "--dev" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then apt_install chromium chromium-driver; fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

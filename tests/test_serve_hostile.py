@@ -335,7 +335,7 @@ def test_status_page_csp_has_no_inline_script(client, tmp_path):
     r = client.get("/status")
     csp = r.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "script-src 'self'" in csp and "<script>" not in r.text
-    assert client.get("/status.js").headers["content-type"].startswith("text/javascript")
+    assert client.get("/console.js").headers["content-type"].startswith("text/javascript")
     for bad in ("short", " " * 20, "x" * 15):
         with pytest.raises(GenbaError, match="at least 16"):
             create_app(tmp_path / "t.sqlite", bad, encoders=("tiny",))

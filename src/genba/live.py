@@ -178,6 +178,13 @@ def with_support(entries: Entries, feats: np.ndarray, classes: list[int], source
                    payloads=entries.payloads + [None] * n)
 
 
+def _write_labels(method, n: int) -> list[int] | None:
+    """The dynamic memory's write label of each of the last n queries (-1: none), or None for a
+    method that keeps no such label."""
+    labels = getattr(method, "write_labels", None)
+    return None if labels is None or len(labels) != n else [int(v) for v in labels]
+
+
 def entropy_of(p: torch.Tensor) -> float:
     return float(-(p * p.clamp_min(1e-30).log()).sum())
 
@@ -194,6 +201,7 @@ class LiveMemory:
         self._trial: tuple[str, dict] | None = None  # (support fingerprint, state_dict) of add_support's trial fit
         self.lock = threading.RLock()
         self.recent: deque = deque(maxlen=recent)  # recent predictions, for the status page
+        self.write_labels: list[int] | None = None  # of the last predict call (read under `lock`)
         if encoder is not None:
             check_encoder(store.spec(memory_id), encoder)  # before any work: features would not be comparable
         self.rebuild()
@@ -307,6 +315,7 @@ class LiveMemory:
                 if not (update and self.method.test_time):
                     m = copy.deepcopy(self.method) if self.method.test_time else self.method
                     probs = m.predict_stream(Feats(feats))
+                    self.write_labels = _write_labels(m, len(feats))
                     self._remember(probs)
                     return probs, None
                 try:
@@ -324,11 +333,12 @@ class LiveMemory:
         memories = bank_io.banks(self.method)
         primary = next(iter(memories), "dynamic")
         fmt = self.spec.feature_format
-        probs, items, per_query = [], [], []
+        probs, items, per_query, labels = [], [], [], []
         for i in range(len(feats)):
             before = bank_io.mark(memories)
             p = self.method.predict_stream(Feats(feats[i : i + 1]))[0]  # (C,)
             probs.append(p)
+            labels.append(_write_labels(self.method, 1))
             done = []
             for bank, c, j, displaced in bank_io.changes(memories, before):
                 x, h, payload = bank_io.slot_content(memories[bank], c, j)
@@ -348,6 +358,7 @@ class LiveMemory:
         if receipt.removed:
             self.rebuild()  # retention removed entries: queues are renumbered in the store
         out = torch.stack(probs) if probs else torch.zeros(0, self.spec.num_classes)
+        self.write_labels = None if any(w is None for w in labels) else [w[0] for w in labels]
         self._remember(out)
         return out, per_query
 

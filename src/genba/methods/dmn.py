@@ -19,6 +19,10 @@ The reference code grid-searches b_dyn and b_static on test labels; genba fixes 
 (the value those searches pick most often in the released logs) or selects them on validation.
 `stream_batch` > 1 writes a batch of queries before reading them: faster, and an approximation
 of the one-at-a-time stream (1, the default, is exact).
+`write_label` chooses step 2's label: "reference" (above, the default, as the paper's code) or
+"final": steps 3-4 run first on the memory as it is, and the query is then written under the
+served prediction argmax P (its entropy ranks the queue). The write labels of the last stream
+are kept in `write_labels` (N,) for the service's prediction log.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from genba.methods.registry import register_method
 from genba.methods.views import confident_views
 
 
+WRITE_LABELS = ("reference", "final")
 VIEW_ENTROPY_EPS = 1e-6
 """The reference code ranks test-time views by -sum p log(p + 1e-6) (genba.methods.views)."""
 
@@ -59,12 +64,18 @@ class DMNZSConfig(GuardOptions):
     """'auto': the compiled one-pass read (genba.memory.fused) where it applies, else torch; 'torch' never."""
     stream_batch: int = 1
     """Queries written then read together; 1 is the exact stream."""
+    write_label: str = "reference"
+    """Label the dynamic memory is written under: 'reference' (the zero-shot pseudo-label of the
+    kept views, written before the read, as DMN's code does) or 'final' (read first, then write
+    the query under the served, fused prediction; its entropy ranks the queue)."""
 
     def __post_init__(self) -> None:
         positive(self, "beta", "scale", "capacity", "stream_batch")
         non_negative(self, "b_dyn", *(["b_static"] if hasattr(self, "b_static") else []))
         fraction(self, "view_keep")
         resolve_dtype(self.memory_dtype)
+        if self.write_label not in WRITE_LABELS:
+            raise GenbaError(f"write_label must be one of {', '.join(WRITE_LABELS)}, got {self.write_label!r}")
         if self.memory_kernel not in KERNELS:
             raise GenbaError(f"memory_kernel must be one of {', '.join(KERNELS)}, got {self.memory_kernel!r}")
         self.make_guard()  # validates the guard fields
@@ -114,10 +125,18 @@ class DMNZeroShot(Method):
         if self.dynamic is None:
             self._build(qc.shape[2])
         out = torch.empty(qj.shape[0], self.num_classes)
+        self.write_labels = torch.full((qj.shape[0],), -1, dtype=torch.long)  # per query, for the prediction log
         for i in range(0, len(perm), self.config.stream_batch):
             idx = perm[i : i + self.config.stream_batch]
             out[idx] = self._step(qj[idx], qc[idx])
+            self.write_labels[idx] = self._labels
         return out
+
+    def _write(self, x: torch.Tensor, p: torch.Tensor) -> None:
+        """Write unit features x (b, Dc) into the dynamic memory under the guard's labels of p (b, C)."""
+        labels, h, admit = self.guard.pseudo_labels(p)
+        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
+        self._labels = labels
 
     def _step(self, qj: torch.Tensor, qc: torch.Tensor) -> torch.Tensor:
         """One stream step for b queries: (b, V, Dt), (b, V, Dc) -> (b, C) fused probabilities."""
@@ -125,10 +144,18 @@ class DMNZeroShot(Method):
         if self.text is None:
             return self._step_without_text(qc)
         text_v = self.text_logits_of(qj)  # (b, V, C)
-        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep, eps=VIEW_ENTROPY_EPS)  # (b, C)
-        labels, h, admit = self.guard.pseudo_labels(p)
         x = qc[:, 0]  # (b, Dc) un-augmented view
-        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
+        if cfg.write_label == "final":
+            probs = self._fuse(text_v, x)
+            self._write(x, probs)
+            return probs
+        p, _ = confident_views(text_v.softmax(-1), cfg.view_keep, eps=VIEW_ENTROPY_EPS)  # (b, C)
+        self._write(x, p)
+        return self._fuse(text_v, x)
+
+    def _fuse(self, text_v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(softmax(text) + b_dyn softmax(dynamic) + b_static softmax(static)) / (1 + b_dyn + b_static)."""
+        cfg = self.config
         probs = text_v[:, 0].softmax(-1) + cfg.b_dyn * self.read(self.dynamic, x).softmax(-1)  # (b, C)
         b_static = getattr(cfg, "b_static", 0.0) if self.static is not None else 0.0
         if b_static:
@@ -142,14 +169,21 @@ class DMNZeroShot(Method):
         cfg = self.config
         b, V, D = qc.shape
         static_v = self.read(self.static, qc.reshape(b * V, D)).view(b, V, -1).softmax(-1)  # (b, V, C)
-        p, _ = confident_views(static_v, cfg.view_keep, eps=VIEW_ENTROPY_EPS)
-        labels, h, admit = self.guard.pseudo_labels(p)
         x = qc[:, 0]
-        self.dynamic.write_batch(x, labels, h, admit=admit, balance=self.guard.balance)
         weights = cfg.b_dyn + cfg.b_static
-        if weights <= 0:
-            return static_v[:, 0]
-        return (cfg.b_dyn * self.read(self.dynamic, x).softmax(-1) + cfg.b_static * static_v[:, 0]) / weights
+
+        def fused():
+            if weights <= 0:
+                return static_v[:, 0]
+            return (cfg.b_dyn * self.read(self.dynamic, x).softmax(-1) + cfg.b_static * static_v[:, 0]) / weights
+
+        if cfg.write_label == "final":
+            probs = fused()
+            self._write(x, probs)
+            return probs
+        p, _ = confident_views(static_v, cfg.view_keep, eps=VIEW_ENTROPY_EPS)
+        self._write(x, p)
+        return fused()
 
     # hooks the trained variant overrides with its learned biases
     def text_logits_of(self, qj: torch.Tensor) -> torch.Tensor:

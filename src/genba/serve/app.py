@@ -11,7 +11,9 @@
     POST /memories/{id}/rollback            {snapshot_id}
     POST /memories/{id}/delete-source       {source_id, vacuum}: entry, snapshot copies, free pages
     GET  /memories/{id}/export              zip of JSON + safetensors
-    GET  /status (HTML), /status.json (admin), /health, /openapi.json
+    GET  /status.json (admin), /health, /openapi.json
+    the prediction log, corrections, review queue, Label Studio, the console (/console) and the
+    offline API docs (/docs): genba.serve.routes
 Memory routes take that memory's token or the admin token (Authorization: Bearer). Errors are
 JSON {"detail": "..."}: 400 bad input, 401/403 auth, 404, 409 conflict (concurrent writers, or a
 memory that cannot be rebuilt), 413 too large, 415 wrong content type, 422 invalid fields, 503 store
@@ -24,9 +26,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -35,10 +37,11 @@ from genba import __version__
 from genba.errors import GenbaError
 from genba.serve.auth import bearer
 from genba.serve.service import Service
-from genba.serve.status import CSP, STATUS_CSS, STATUS_HTML, STATUS_JS
+from genba.serve import routes
+from genba.store import predlog
 from genba.serve.uploads import ApiError, AuthFirst, BodyLimit, BodyTooLarge, Limits, StoreBusy
 from genba.store import StaleMemory, UnusableMemory
-from genba.store.spec import MAX_PER_CLASS
+from genba.store.spec import MAX_LOG, MAX_PER_CLASS
 
 
 ClassName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -56,6 +59,8 @@ class CreateMemory(BaseModel):
     max_age_days: float | None = Field(default=None, gt=0, le=36_500, allow_inf_nan=False)
     max_per_class: int | None = Field(default=None, ge=1, le=MAX_PER_CLASS)
     name: str = Field(default="", max_length=200)
+    log_size: int = Field(default=10_000, ge=0, le=MAX_LOG)
+    log_images: bool = False
 
 
 class SnapshotBody(BaseModel):
@@ -88,7 +93,8 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
     service = Service(store_path, admin_token, limits=limits, encoders=encoders)
     limits = service.limits
     app = FastAPI(title="genba", version=__version__, description="Durable adaptation memories: support, predict, "
-                  "test-time updates, snapshots, deletion by source id.")
+                  "test-time updates, snapshots, deletion by source id, a prediction log, corrections and an operator "
+                  "console (/console).", docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_json_bytes=limits.max_json_bytes)
     app.add_middleware(AuthFirst, authorize=service.authorize)  # outermost: no body is read before the token is checked
@@ -148,13 +154,17 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
             out.append((data, part.filename or "upload", part.content_type))
         return out
 
+    actor, guarded = routes.register(app, service, member, json_only)
+
     @app.get("/health", summary="liveness")
     def health() -> dict:
         return {"ok": True, "version": __version__}
 
     @app.post("/memories", status_code=201, summary="create a memory (admin)", dependencies=[Depends(admin), Depends(json_only)])
-    def create(body: CreateMemory) -> dict:
-        return service.create(body.model_dump())
+    def create(body: CreateMemory, request: Request) -> dict:
+        out = service.create(body.model_dump())
+        routes.console.audit(service, out["id"], actor(request), "create", {"method": body.method, "encoder": body.encoder})
+        return out
 
     @app.get("/memories", summary="list memories (admin)", dependencies=[Depends(admin)])
     def list_memories() -> dict:
@@ -167,7 +177,9 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
         if len(parts) != 1 or isinstance(parts[0], str):
             raise ApiError(400, "send the export as one file in the 'archive' field")
         data = await parts[0].read(limits.max_body_bytes + 1)
-        return await run_in_threadpool(service.import_archive, data)
+        out = await run_in_threadpool(service.import_archive, data)
+        routes.console.audit(service, out["id"], actor(request), "import", {"bytes": len(data)})
+        return out
 
     @app.get("/memories/{memory_id}", summary="inspect: fill per class, recent writes, snapshots")
     def inspect(memory_id: str = Depends(member)) -> dict:
@@ -179,7 +191,9 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
         data = await form(request, files=limits.max_files)
         files = await uploads(data.getlist("files"))
         labels, sources = [str(v) for v in data.getlist("labels")], [str(v) for v in data.getlist("source_ids")]
-        return await run_in_threadpool(service.add_support, memory_id, files, labels, sources)
+        out = await run_in_threadpool(service.add_support, memory_id, files, labels, sources)
+        routes.console.audit(service, memory_id, actor(request), "support", {"added": out["added"]})
+        return out
 
     @app.post("/memories/{memory_id}/predict", summary="predict on images (optionally a test-time update)",
               openapi_extra=_multipart({"files": "files", "update": "boolean", "source_ids": "strings"}))
@@ -192,46 +206,41 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
         sources = [str(v) for v in data.getlist("source_ids")]
         return await run_in_threadpool(service.predict, memory_id, files, update=flag in ("true", "1", "yes"), source_ids=sources)
 
-    @app.get("/memories/{memory_id}/writes", summary="the write log, newest first")
-    def writes(limit: int = 100, memory_id: str = Depends(member)) -> dict:
-        return {"writes": service.store.writes(memory_id, max(1, min(limit, 10_000)))}
+    @app.get("/memories/{memory_id}/writes", summary="the write log, newest first (filters: outcome, bank, class, source_id)")
+    def writes(limit: int = 100, outcome: str | None = None, bank: str | None = None, cls: int | None = Query(None, alias="class"),
+               source_id: str | None = None, memory_id: str = Depends(member)) -> dict:
+        return {"writes": predlog.writes(service.store._conn(), memory_id, limit=max(1, min(limit, 10_000)), outcome=outcome,
+                                         bank=bank, cls=cls, source_id=source_id)}
 
     @app.post("/memories/{memory_id}/snapshot", status_code=201, summary="snapshot entries and state",
               dependencies=[Depends(json_only)])
-    def snapshot(body: SnapshotBody, memory_id: str = Depends(member)) -> dict:
-        return {"snapshot_id": service.live(memory_id).snapshot(body.label)}
+    def snapshot(body: SnapshotBody, request: Request, memory_id: str = Depends(member)) -> dict:
+        return guarded(request, memory_id, "snapshot", {"label": body.label},
+                       lambda: {"snapshot_id": service.live(memory_id).snapshot(body.label)})
 
     @app.get("/memories/{memory_id}/snapshots", summary="list snapshots")
     def snapshots(memory_id: str = Depends(member)) -> dict:
         return {"snapshots": service.store.snapshots(memory_id)}
 
     @app.post("/memories/{memory_id}/rollback", summary="roll back to a snapshot", dependencies=[Depends(json_only)])
-    def rollback(body: RollbackBody, memory_id: str = Depends(member)) -> dict:
-        receipt = service.live(memory_id).rollback(body.snapshot_id)
-        return {"version": receipt.version, "removed_by_retention": receipt.removed, "fill": service.store.fill(memory_id)}
+    def rollback(body: RollbackBody, request: Request, memory_id: str = Depends(member)) -> dict:
+        def run():
+            receipt = service.live(memory_id).rollback(body.snapshot_id)
+            return {"version": receipt.version, "removed_by_retention": receipt.removed, "fill": service.store.fill(memory_id)}
+
+        return guarded(request, memory_id, "rollback", {"snapshot_id": body.snapshot_id}, run)
 
     @app.post("/memories/{memory_id}/delete-source", summary="delete every entry and copy from one source id",
               dependencies=[Depends(json_only)])
-    def delete_source(body: DeleteSourceBody, memory_id: str = Depends(member)) -> dict:
-        return service.delete_source(memory_id, body.source_id, vacuum=body.vacuum)
+    def delete_source(body: DeleteSourceBody, request: Request, memory_id: str = Depends(member)) -> dict:
+        return guarded(request, memory_id, "delete-source", {"source": predlog.source_tag(body.source_id), "vacuum": body.vacuum},
+                       lambda: service.delete_source(memory_id, body.source_id, vacuum=body.vacuum))
 
     @app.get("/memories/{memory_id}/export", summary="export as a zip of JSON + safetensors",
              response_class=Response, responses={200: {"content": {"application/zip": {}}}})
     def export(memory_id: str = Depends(member)) -> Response:
         return Response(service.export(memory_id), media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="genba-memory-{memory_id}.zip"'})
-
-    @app.get("/status", response_class=HTMLResponse, summary="status page (open as /status#token=<admin token>)")
-    def status_page() -> HTMLResponse:
-        return HTMLResponse(STATUS_HTML, headers={"Content-Security-Policy": CSP})
-
-    @app.get("/status.js", response_class=Response, include_in_schema=False)
-    def status_js() -> Response:
-        return Response(STATUS_JS, media_type="text/javascript", headers={"Content-Security-Policy": CSP})
-
-    @app.get("/status.css", response_class=Response, include_in_schema=False)
-    def status_css() -> Response:
-        return Response(STATUS_CSS, media_type="text/css", headers={"Content-Security-Policy": CSP})
 
     @app.get("/status.json", summary="what the status page shows (admin)", dependencies=[Depends(admin)])
     def status_json() -> dict:

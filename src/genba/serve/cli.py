@@ -19,7 +19,9 @@ def register_cli(commands, common) -> None:
     """Add `serve` to the CLI's sub-parsers; `common` carries --cache-dir/--no-cache/--quiet."""
     serve = commands.add_parser("serve", parents=[common], help="serve durable memories over HTTP (needs genba[serve])",
                                 description="Serve the memories of a store: create, support, predict, snapshot, "
-                                            "rollback, delete by source id, export/import. API docs at /docs.")
+                                            "rollback, delete by source id, export/import, a prediction log and "
+                                            "corrections. Operator console at /console#token=<admin token>; API docs "
+                                            "at /docs (Swagger UI from the installed fastapi-offline package, no CDN).")
     serve.add_argument("--store", type=Path, required=True, help="SQLite memory store (created if absent)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default %(default)s)")
@@ -48,8 +50,11 @@ def cmd_serve(args) -> int:
     if not _is_loopback(args.host):
         print(f"genba serve: warning: listening on {args.host} without TLS; put a TLS proxy in front", file=sys.stderr)
     count = len(app.state.service.store.memory_ids())
+    from genba.serve.routes import swagger_assets
+
+    docs = "API docs /docs" if swagger_assets() else "API description /openapi.json (pip install 'genba[serve]' for /docs)"
     print(f"genba serve: {count} memories in {args.store}; http://{args.host}:{args.port} "
-          f"(API docs /docs, status page /status#token=<admin token>)", flush=True)
+          f"(console /console#token=<admin token>, {docs})", flush=True)
     if token_file is not None:
         print(f"genba serve: admin token in {token_file} (readable by its owner only)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")

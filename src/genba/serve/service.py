@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import torch
 from PIL import Image
@@ -17,11 +18,13 @@ from PIL import Image
 from genba.encoders import load_encoder
 from genba.errors import GenbaError
 from genba.methods import make_config
+from genba.serve import console
 from genba.serve.auth import check_admin_token, matches, new_token, token_hash
 from genba.serve.uploads import ApiError, Limits, StoreBusy, check_request_pixels, decode_image, source_id
-from genba.store import Store
+from genba.store import Store, predlog
 from genba.store.spec import check_hyperparameters
 from genba.store.archive import export_memory, read_archive
+from genba.store.archive_log import read_log, store_log
 from genba.live import LiveMemory, check_encoder, create_memory, encode_images
 
 MEMORY_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -84,7 +87,7 @@ class Service:
             memory.apply_retention()
         return memory
 
-    def _features(self, memory: LiveMemory, uploads: list[Upload]):
+    def _features(self, memory: LiveMemory, uploads: list[Upload], thumbnails: list | None = None):
         if not uploads:
             raise ApiError(400, "send at least one image in the 'files' field")
         if len(uploads) > self.limits.max_files:
@@ -96,6 +99,8 @@ class Service:
         for i in range(0, len(uploads), encoder.batch_size):  # decode + encode one batch at a time
             images = [decode_image(data, name, ctype, self.limits) for data, name, ctype in uploads[i : i + encoder.batch_size]]
             out.append(encode_images(encoder, images))
+            if thumbnails is not None:
+                thumbnails.extend(console.thumbnail(image) for image in images)
             del images
         return torch.cat(out)
 
@@ -115,7 +120,8 @@ class Service:
                 self.store, encoder, body["encoder"], body["classnames"], body["templates"], body["method"],
                 body.get("hyperparameters") or {}, token_hash=token_hash(token), feature_format=body["feature_format"],
                 max_age_s=None if max_age is None else float(max_age) * 86400.0,
-                max_per_class=body.get("max_per_class"), name=body.get("name") or "")
+                max_per_class=body.get("max_per_class"), name=body.get("name") or "",
+                log_size=int(body.get("log_size", 10_000)), log_images=bool(body.get("log_images", False)))
         return {"id": memory_id, "token": token}
 
     def _check_footprint(self, body: dict, dim: int) -> None:
@@ -144,16 +150,25 @@ class Service:
         return {"added": len(entries), "entries": entries, "removed_by_retention": receipt.removed, "version": receipt.version}
 
     def predict(self, memory_id: str, uploads: list[Upload], *, update: bool, source_ids: list[str]) -> dict:
+        """Predict, answer and log each prediction (genba.serve.console.log_predictions) with the request's latency."""
+        start = time.perf_counter()
         memory = self.live(memory_id)
         sources = self._sources(uploads, source_ids)
-        feats = self._features(memory, uploads)
-        probs, writes = memory.predict(feats, update=update, source_ids=sources)
+        thumbs = [] if memory.spec.log_images else None
+        feats = self._features(memory, uploads, thumbs)
+        with memory.lock:
+            probs, writes = memory.predict(feats, update=update, source_ids=sources)
+            write_labels, version = memory.write_labels, memory.version
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        ids = console.log_predictions(self.store, memory.spec, memory_id, version, probs, write_labels, sources,
+                                      latency_ms, feats, thumbs)
         names = memory.spec.classnames
         out = []
         for i, p in enumerate(probs):
             c = int(p.argmax())
             item = {"source_id": sources[i], "class": names[c], "index": c, "confidence": float(p[c]),
-                    "probs": {n: round(float(v), 6) for n, v in zip(names, p)}}
+                    "probs": {n: round(float(v), 6) for n, v in zip(names, p)},
+                    "prediction_id": ids[i] if ids else None}
             if writes is not None:
                 item["writes"] = [{**w, "class": names[w["class"]]} for w in writes[i]]
             out.append(item)
@@ -195,10 +210,12 @@ class Service:
 
     def import_archive(self, data: bytes) -> dict:
         spec, text, state, rows = read_archive(data, max_bytes=self.limits.max_import_bytes)  # checked before any write
+        log = read_log(data, spec, max_bytes=self.limits.max_import_bytes)
         check_encoder(spec, self.encoder(spec.encoder))
         token = new_token()
         memory_id = self.store.create_memory(spec, text, token_hash=token_hash(token), entries=rows, state=state)
         try:
+            store_log(self.store, memory_id, log)
             live = self.live(memory_id)
             if live.broken:
                 raise GenbaError(live.broken)
@@ -236,12 +253,15 @@ class Service:
         return export_memory(self.store, memory_id)
 
     def status(self) -> dict:
-        """Every memory with its fill per class and recent predictions, for the status page."""
+        """Every memory with its fill per class, log size, version and last 10 logged predictions (the console's list)."""
         memories = []
+        conn = self.store._conn()
         for memory_id in self.store.memory_ids():
             spec = self.store.spec(memory_id)
-            live = self._live.get(memory_id)
+            recent = [{"time": r["time"], "class": spec.classnames[r["class"]], "confidence": r["confidence"],
+                       "entropy": r["entropy"]} for r in predlog.rows(conn, memory_id, limit=10)]
             memories.append({"id": memory_id, "name": spec.name, "method": spec.method, "encoder": spec.encoder,
                              "classnames": spec.classnames, "fill": self.store.fill(memory_id),
-                             "recent_predictions": list(live.recent)[-10:][::-1] if live else []})
+                             "version": self.store.version(memory_id), "logged": predlog.count(conn, memory_id),
+                             "recent_predictions": recent})
         return {"memories": memories}

@@ -124,7 +124,8 @@ class StoreBusy(Exception):
         self.retry_after = retry_after
 
 
-PUBLIC = {"/health", "/status", "/status.js", "/status.css", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {"/health", "/status", "/console", "/console.js", "/console.css", "/openapi.json", "/docs", "/docs/init.js",
+          "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"}
 UPLOAD_ROUTES = ("/support", "/predict")
 
 

@@ -2,10 +2,12 @@
 
     memory.zip
       manifest.json         {"format": "genba-memory", "version": 1, "spec": {...}, "state": {...},
-                             "entries": [{"bank", "class", "slot", "source_id", "entropy", "created"}]}
+                             "entries": [{"bank", "class", "slot", "source_id", "entropy", "created"}],
+                             "predictions": [the prediction log, oldest first; optional]}
       tensors.safetensors   text (C, D) float32, features (N, W) uint8 (the stored blobs, W = 2D for
                             float16, D for int8), scales (N,) float32 (NaN: none), payloads (N, P)
-                            float32 with has_payload (N,) uint8
+                            float32 with has_payload (N,) uint8; the prediction log's features
+                            log_features (M, W) uint8, log_scales (M,) float32 (`archive_log`)
 Entries keep their write order, so the imported memory predicts exactly as the exported one.
 Imports are checked before anything is stored: archive member sizes (a zip bomb is refused
 before it is inflated), JSON types, tensor shapes and dtypes, class ranges.
@@ -23,6 +25,7 @@ import torch
 
 from genba.artefact import ArtefactError, decode_plain, encode_plain
 from genba.errors import GenbaError
+from genba.store import archive_log
 from genba.store.db import Store
 from genba.store.spec import MemorySpec
 
@@ -50,6 +53,7 @@ def export_memory(store: Store, memory_id: str) -> bytes:
     manifest = {"format": FORMAT, "version": VERSION, "spec": json.loads(spec.to_json()), "state": state,
                 "entries": [{"bank": r[0], "class": r[1], "slot": r[2], "source_id": r[3], "entropy": r[4], "created": r[5]}
                             for r in raw]}
+    manifest["predictions"] = archive_log.export_log(store, memory_id, spec, tensors)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(MEMBERS[0], json.dumps(manifest))
@@ -185,4 +189,7 @@ def _entry_row(i: int, e, spec: MemorySpec, tensors: dict, payloads: np.ndarray)
 def import_memory(store: Store, data: bytes, *, token_hash: str | None = None, max_bytes: int = 512 << 20) -> str:
     """Add an exported memory to `store` as a new memory (new id); returns the id."""
     spec, text, state, rows = read_archive(data, max_bytes=max_bytes)
-    return store.create_memory(spec, text, token_hash=token_hash, entries=rows, state=state)
+    log = archive_log.read_log(data, spec, max_bytes=max_bytes)
+    memory_id = store.create_memory(spec, text, token_hash=token_hash, entries=rows, state=state)
+    archive_log.store_log(store, memory_id, log)
+    return memory_id

@@ -13,6 +13,8 @@ import json
 import sqlite3
 import time
 
+from genba.store import predlog
+
 RAW = "bank, class, slot, source_id, entropy, created, scale, feature, payload"
 ADDED = ("entered", "displaced", "restored")
 
@@ -111,8 +113,9 @@ def rollback(conn: sqlite3.Connection, memory_id: str, snapshot_id: int, now: fl
 
 
 def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | None, now: float) -> dict:
-    """Remove a source's entries, snapshot copies and the learned tensors trained on it, and redact it
-    from the log (one memory or all)."""
+    """Remove a source's entries, snapshot copies, the learned tensors trained on it, its prediction-log
+    rows and the support made from them by an operator's label, and redact it from the write log
+    (one memory or all)."""
     where, args = ("source_id = ?", [source_id]) if memory_id is None else ("source_id = ? AND memory_id = ?", [source_id, memory_id])
     hits = conn.execute(f"SELECT id, memory_id FROM entries WHERE {where}", args).fetchall()
     remove(conn, [i for i, _ in hits], "deleted", now, redact=True)
@@ -125,8 +128,15 @@ def delete_source(conn: sqlite3.Connection, source_id: str, memory_id: str | Non
                  f"WHERE value = ?){learned_filter}", [source_id] + ([] if memory_id is None else [memory_id]))
     for touched in {m for _, m in hits}:
         bump(conn, touched)
-    pending = conn.execute("INSERT INTO pending_scrubs(created) VALUES (?)", (now,)).lastrowid  # durable: see finish_scrubs
-    return {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits}), "pending": pending}
+    counts = {"entries": len(hits), "snapshot_copies": copies, "memories": sorted({m for _, m in hits})}
+    counts["predictions"], derived = predlog.erase_source(conn, source_id, memory_id)
+    for owner, label_source in derived:  # support an operator's label made from this source's prediction
+        sub = delete_source(conn, label_source, owner, now)
+        counts["entries"] += sub["entries"]
+        counts["snapshot_copies"] += sub["snapshot_copies"]
+        counts["memories"] = sorted(set(counts["memories"]) | set(sub["memories"]))
+    counts["pending"] = conn.execute("INSERT INTO pending_scrubs(created) VALUES (?)", (now,)).lastrowid  # durable: see finish_scrubs
+    return counts
 
 
 def finish_scrubs(conn: sqlite3.Connection, *, wait_s: float = 2.5, upto: int | None = None, vacuum: bool = False) -> bool:

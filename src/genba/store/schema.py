@@ -17,7 +17,8 @@ by a fingerprint of the support they were trained on, with the source ids of tha
 deleting a source also deletes what was learned from it). learned_states is a cache: a memory
 whose fingerprint has no row trains again, and exports do not carry it. It is created on open in
 files written before it existed, as is pending_scrubs (no schema version change: older genba
-ignores both tables).
+ignores both tables). The prediction log and the audit log (`genba.store.predlog`) are added the
+same way.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sqlite3
 from pathlib import Path
 
 from genba.errors import GenbaError
+from genba.store import predlog
 
 APPLICATION_ID = 0x47454E42  # "GENB"
 SCHEMA_VERSION = 1
@@ -142,6 +144,7 @@ def connect(path: str | Path, *, create: bool, durable: bool = True, timeout_s: 
             conn.execute(LEARNED_STATES)  # files from before the table existed
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'pending_scrubs'").fetchone() is None:
             conn.execute(PENDING_SCRUBS)
+        predlog.ensure(conn)  # the prediction and audit logs, likewise
     except sqlite3.OperationalError as error:
         conn.close()
         if "locked" in str(error) or "busy" in str(error):

@@ -21,6 +21,8 @@ MAX_PER_CLASS = 1_000_000
 """Upper bound of `max_per_class` (an entry count the store can hold and a table can scan)."""
 MAX_AGE_S = 100 * 365 * 86400.0
 """Upper bound of `max_age_s`: a hundred years."""
+MAX_LOG = 1_000_000
+"""Upper bound of `log_size`, the rolling bound of a memory's prediction log."""
 
 
 MAX_NAME = 200
@@ -90,6 +92,8 @@ class MemorySpec:
         name: free label shown on the status page.
         has_text: False for a vision-only encoder (DINOv2): the stored text classifier is zeros
             and the method runs with the text logits absent (methods that declare text_optional).
+        log_size: the prediction log keeps this memory's newest `log_size` predictions (0: no log).
+        log_images: keep a small JPEG thumbnail of each logged prediction (opt-in, set at creation).
     """
 
     classnames: list[str]
@@ -104,6 +108,8 @@ class MemorySpec:
     max_per_class: int | None = None
     name: str = ""
     has_text: bool = True
+    log_size: int = 10_000
+    log_images: bool = False
 
     def __post_init__(self) -> None:
         names = self.classnames
@@ -132,6 +138,10 @@ class MemorySpec:
             raise GenbaError(f"max_per_class must be an integer in [1, {MAX_PER_CLASS}] or null, got {self.max_per_class!r}")
         if not isinstance(self.has_text, bool):
             raise GenbaError(f"has_text must be true or false, got {self.has_text!r}")
+        if not (isinstance(self.log_size, int) and not isinstance(self.log_size, bool) and 0 <= self.log_size <= MAX_LOG):
+            raise GenbaError(f"log_size must be an integer in [0, {MAX_LOG}], got {self.log_size!r}")
+        if not isinstance(self.log_images, bool):
+            raise GenbaError(f"log_images must be true or false, got {self.log_images!r}")
         if not isinstance(self.name, str) or len(self.name) > 200:
             raise GenbaError("name must be a string of at most 200 characters")
 
