@@ -1,11 +1,10 @@
-"""CLI of genba.cvm: `genba cvm train`, `genba cvm add-class`, `genba export`, `genba predict`.
+"""CLI of genba.cvm: `genba cvm train`, `genba cvm add-class` (`genba export` / `predict`: genba.model.cli).
 
 Argument parsing only (no torch import here, so `genba predict` stays torch-free).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -42,15 +41,7 @@ def register_cli(commands, common) -> None:
     add.add_argument("--template", action="append", default=[], help="prompt template with {} (default 'a photo of a {}.')")
     add.set_defaults(run=cmd_add_class)
 
-    export = commands.add_parser("export", help="export a trained CVM model directory to ONNX (student + concept bank)")
-    export.add_argument("model_dir", type=Path)
-    export.add_argument("--onnx", type=Path, required=True, help="ONNX file to write")
-    export.set_defaults(run=cmd_export)
-
-    predict = commands.add_parser("predict", help="classify images with an exported ONNX model (onnxruntime; no torch needed)")
-    predict.add_argument("--model", type=Path, required=True)
-    predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
-    predict.set_defaults(run=cmd_predict)
+    # `genba export` and `genba predict` live in genba.model.cli (every model kind; ONNX files of CVM too)
 
 
 def _overrides(pairs: list[str]) -> tuple[dict, dict]:
@@ -113,21 +104,4 @@ def cmd_add_class(args) -> int:
 
     bank = add_classes(args.model_dir, args.name, args.template)
     print(f"{args.model_dir}: {len(bank)} classes ({', '.join(args.name)} added by name); re-export with `genba export`")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from genba.cvm.export import export_onnx
-
-    path = export_onnx(args.model_dir, args.onnx)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from genba.cvm.predict import predict_folder
-
-    for path, name, prob in predict_folder(args.model, args.images):
-        print(f"{path}\t{name}\t{prob:.4f}")
-    sys.stdout.flush()
     return 0

@@ -1,0 +1,116 @@
+"""Model kind `continual`: the continual learner of genba.continual on a frozen encoder's features.
+
+    logit_k = 100 cos(normalize(z + delta(normalize(v - c))), t_k)    (genba.continual.learner)
+
+State: the learner's state dict (class texts t of every learned class, centre c, the adapter(s)
+delta, the task router and the Tip cache when the strategy has them). The adapter structure is
+rebuilt from the strategy named in the model (task-adapters: one adapter per task; moe-adapters:
+experts + one gate per task; memory: a TipCache), then every tensor is loaded with its saved
+shape. Predictions run without a task id (the X-TAIL setting: every learned class competes; the
+router, when present, sends an image to the task it resembles or the zero-shot path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genba.errors import GenbaError
+from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
+from genba.model.kinds.adapt import load_checked_encoder
+
+
+def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, stream_items: list[str], setting: str,
+             seed: int, val_per_class: int, caps: tuple, parent: dict | None = None) -> Model:
+    """The model of a `genba continual` run (its final learner)."""
+    if type(learner).__name__ != "Learner":
+        raise GenbaError("only the feature learner can be written as a model (not --trunk or --lora): "
+                         "drop those options to write --out's model")
+    block = result["settings"][setting]
+    hp = result["hyperparameters"]
+    classes = [c for t in stream.tasks for c in t.classnames]
+    tasks = [{"name": t.name, "offset": t.offset, "classes": t.classnames, "train_rows": len(t.train),
+              "val_rows": len(t.val), "test_rows": len(t.test)} for t in stream.tasks]
+    chosen = {"method": "given (--set) or the strategy's defaults", "train": result["selected_on"]}
+    return Model.create(
+        "continual", classes=classes, tensors={f"learner/{k}": v for k, v in learner.state_dict().items()},
+        encoder={"spec": encoder_spec, "provenance": encoder.provenance}, method=result["method"],
+        hyperparameters=hp, chosen=chosen,
+        data={"sources": [{"task": t.name, "train_ids": [int(i) for i in t.train.indices],
+                           "validation_ids": [int(i) for i in t.val.indices]} for t in stream.tasks]},
+        metrics={"setting": setting, "accuracy_matrix": block["accuracy_matrix"], "metrics": block["metrics"]},
+        state={"stream": stream_items, "tasks": tasks, "seed": seed, "val_per_class": val_per_class,
+               "caps": list(caps), "hidden": hp.get("hidden", 0), "strategy_config": hp["method"]},
+        parent=parent)
+
+
+def _load_resizing(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """load_state_dict(strict=True) after giving every buffer the saved shape (routers and caches grow)."""
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner = module.get_submodule(path) if path else module
+        if name in owner._buffers and owner._buffers[name] is not None and owner._buffers[name].shape != value.shape:
+            owner._buffers[name] = value.clone()
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise GenbaError(f"the continual model does not match its strategy (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): re-create it with this genba")
+
+
+def rebuild_learner(model: Model):
+    """The trained genba.continual Learner of a continual model."""
+    from genba.continual.learner import Learner, MixtureAdapters, TaskAdapters, TipCache
+
+    state = prefixed(model.tensors, "learner")
+    meta = model.meta["state"]
+    cfg = meta["strategy_config"]
+    learner = Learner(state["text"], state["centre"], hidden=int(meta.get("hidden", 0)))
+    n_tasks = len(meta["tasks"])
+    if model.meta["method"] == "task-adapters":
+        learner.delta = TaskAdapters(learner.dim_visual, learner.dim, int(cfg.get("hidden", 0)), cfg.get("quantile", 0.05))
+        for _ in range(n_tasks):
+            learner.delta.add_task()
+    elif model.meta["method"] == "moe-adapters":
+        learner.delta = MixtureAdapters(learner.dim_visual, learner.dim, int(cfg["experts"]), int(cfg["hidden"]),
+                                        int(cfg["top_k"]), cfg.get("quantile", 0.05))
+        for _ in range(n_tasks):
+            learner.delta.add_task()
+    if "cache.keys" in state:
+        learner.cache = TipCache(state["text"].shape[0], float(cfg["alpha"]), float(cfg["beta"]))
+    _load_resizing(learner, state)
+    learner.set_known(state["text"].shape[0])
+    return learner.eval()
+
+
+class ContinualPredictor:
+    def __init__(self, model: Model, encoder=None) -> None:
+        self.classes = model.classes
+        self.encoder = encoder or load_checked_encoder(model.meta["encoder"])
+        self.learner = rebuild_learner(model)
+
+    def batch(self, images) -> dict:
+        from genba.features import encode_images
+
+        joint, visual = encode_images(self.encoder, images)
+        return {"x": visual, "z": joint, "task": torch.full((len(joint),), -1, dtype=torch.long)}
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return self.learner.scores(batch, torch.arange(self.learner.known))
+
+    def probabilities(self, images) -> torch.Tensor:
+        return torch.softmax(self.logits(self.batch(images)), dim=1)
+
+
+@MODEL_KINDS.register("continual", summary="continual learner: class-text adapter(s) on a frozen encoder")
+class ContinualKind(ModelKind):
+    capabilities = frozenset({"predict", "learn_task"})
+
+    @classmethod
+    def predictor(cls, model, *, cache=None, progress=False, encoder=None):
+        return ContinualPredictor(model, encoder)
+
+    @classmethod
+    def describe(cls, model):
+        tasks = model.meta["state"]["tasks"]
+        return [f"tasks: {', '.join(t['name'] for t in tasks)} ({sum(len(t['classes']) for t in tasks)} classes)",
+                f"accuracy matrix ({model.meta['metrics']['setting']}): {model.meta['metrics']['accuracy_matrix'][-1]}"]
