@@ -14,7 +14,7 @@ def register_cli(commands, common) -> None:
     train = sub.add_parser("train", parents=[common], help="train a student continually over a stream of datasets")
     train.add_argument("--stream", required=True, help="comma-separated datasets, in order (e.g. textile,animal-mnist); "
                        "name[c1|c2]xK = K images each of those classes (e.g. classes that entered by name only)")
-    train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json)")
+    train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json, and model.genba: the model)")
     train.add_argument("--student", default="small", choices=["small", "lite0", "lite1", "lite2"])
     train.add_argument("--head", default="concept", choices=["concept", "linear"], help="concept (CVM) or linear (cross-entropy baseline)")
     train.add_argument("--strategy", default="none", choices=["none", "replay", "lwf", "ewc"])
@@ -93,7 +93,12 @@ def cmd_train(args) -> int:
         m = block["metrics"]
         print(markdown_table(["avg", "last", "transfer", "bwt", "fwt", "forgetting"],
                              [[m["avg"], m["last"], m["transfer"], m["bwt"], m["fwt"], m["forgetting"]]]))
-    print(f"\n{result['method']} ({result['student']} student, strategy {result['strategy']}); model in {args.out}")
+    from genba.model.base import MODEL_FILE, save_model
+    from genba.model.kinds.cvm import from_model_dir
+
+    model_path = save_model(from_model_dir(args.out), args.out / MODEL_FILE)
+    print(f"\n{result['method']} ({result['student']} student, strategy {result['strategy']}); model in {args.out} "
+          f"({model_path}: `genba predict --model {args.out} --images DIR`)")
     if args.json:
         write_json(args.json, result)
     return 0
