@@ -119,17 +119,35 @@ def cmd_predict(args) -> int:
 
 
 def _predict_onnx(args) -> int:
-    from genba.cvm.predict import predict_folder
+    """An exported CVM graph: onnxruntime only, path<TAB>class<TAB>p (torch never imported); a graph
+    exported from another model kind: the rows of `genba predict` (its encoder prepares the pixels)."""
+    from genba.cvm.predict import ONNX_FORMAT as CVM_ONNX, predict_folder
 
-    if len(args.images) != 1 or args.format or args.top_k != 1:
-        from genba.errors import GenbaError
+    if args.format is None and args.top_k == 1 and len(args.images) == 1 and _onnx_tag(args.model) in (CVM_ONNX, None):
+        for path, name, prob in predict_folder(args.model, args.images[0]):
+            print(f"{path}\t{name}\t{prob:.4f}")
+        sys.stdout.flush()
+        return 0
+    from genba.model.export import OnnxPredictor
+    from genba.model.images import image_paths
+    from genba.model.predict import predict_paths, write_rows
 
-        raise GenbaError("an ONNX model takes one --images folder or file and prints path<TAB>class<TAB>probability; "
-                         "for --top-k / --format / several inputs pass the model file (genba model) instead")
-    for path, name, prob in predict_folder(args.model, args.images[0]):
-        print(f"{path}\t{name}\t{prob:.4f}")
-    sys.stdout.flush()
+    rows, skipped = predict_paths(OnnxPredictor(args.model), image_paths(args.images), top_k=args.top_k,
+                                  batch_size=args.batch_size, progress=not args.quiet)
+    write_rows(rows, args.out, args.format or "csv")
+    print(f"genba predict: {len(rows)} images classified, {len(skipped)} skipped (could not be decoded)", file=sys.stderr)
     return 0
+
+
+def _onnx_tag(path: Path) -> str | None:
+    """The genba.format of an ONNX file, read with onnxruntime (no torch); None if unreadable."""
+    try:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - the ONNX path below reports unreadable files in one line
+        return None
+    return session.get_modelmeta().custom_metadata_map.get("genba.format")
 
 
 def cmd_export(args) -> int:

@@ -111,10 +111,30 @@ class AdaptPredictor:
         return self.method.predict_stream(self.features(images))
 
 
+def static_graph(predictor):
+    """pixels -> probabilities: encoder, the joint / cache features, the method's static read."""
+    from genba.encoders.base import l2_normalize
+    from genba.model.export import ProbabilityGraph
+
+    import copy
+
+    encoder, space, centre = predictor.encoder, predictor.space, predictor.centre
+    method = copy.copy(predictor.method)  # its half-precision memories read in float32 (the exact values, upcast):
+    for name, value in vars(predictor.method).items():  # the same arithmetic as its batched CPU read
+        if torch.is_tensor(value) and value.dtype in (torch.float16, torch.bfloat16):
+            setattr(method, name, value.float())
+
+    def forward(pixels):
+        joint, visual = encoder.encode_image_with_visual(pixels)
+        qj = l2_normalize(joint.float())[:, None]
+        qc = qj if space == "joint" else l2_normalize(visual.float() - centre)[:, None]
+        return method._predict(qj, qc, torch.arange(pixels.shape[0]))
+
+    return ProbabilityGraph(forward, [encoder])
+
+
 def _make_kind(method_name: str, method_cls) -> type:
-    caps = {"predict", "export"}
-    if method_cls.test_time:
-        caps.add("test_time_writes")
+    caps = {"predict", "test_time_writes"} if method_cls.test_time else {"predict", "export"}
 
     class AdaptKind(ModelKind):
         capabilities = frozenset(caps)
@@ -124,6 +144,10 @@ def _make_kind(method_name: str, method_cls) -> type:
         @classmethod
         def predictor(cls, model, *, cache=None, progress=False, encoder=None):
             return AdaptPredictor(model, encoder)
+
+        @classmethod
+        def onnx_graph(cls, model, predictor):
+            return static_graph(predictor), predictor.encoder.preprocess
 
         @classmethod
         def describe(cls, model):

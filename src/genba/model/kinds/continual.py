@@ -103,7 +103,23 @@ class ContinualPredictor:
 
 @MODEL_KINDS.register("continual", summary="continual learner: class-text adapter(s) on a frozen encoder")
 class ContinualKind(ModelKind):
-    capabilities = frozenset({"predict", "learn_task"})
+    capabilities = frozenset({"predict", "learn_task", "export"})
+
+    @classmethod
+    def onnx_graph(cls, model, predictor):
+        from genba.model.export import ProbabilityGraph
+
+        learner, encoder = predictor.learner, predictor.encoder
+        if hasattr(learner.delta, "router"):
+            raise GenbaError(f"a {model.meta['method']} learner routes each image to a task adapter (a per-image "
+                             "branch), which is not a static graph; export a learner with one shared adapter")
+
+        def forward(pixels):
+            joint, visual = encoder.encode_image_with_visual(pixels)
+            return torch.softmax(predictor.logits({"x": visual.float(), "z": joint.float(), "task": None}), dim=1)
+
+        return ProbabilityGraph(forward, [learner] + [encoder]), \
+            encoder.preprocess
 
     @classmethod
     def predictor(cls, model, *, cache=None, progress=False, encoder=None):

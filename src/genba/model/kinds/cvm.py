@@ -72,6 +72,19 @@ class CVMKind(ModelKind):
     capabilities = frozenset({"predict", "export"})
 
     @classmethod
+    def onnx_graph(cls, model, predictor):
+        from genba.cvm.pixels import normalize, resize_rgb
+
+        return None, lambda im: torch.from_numpy(normalize(resize_rgb(im, predictor.image_size)))
+
+    @classmethod
+    def onnx_bytes(cls, model, predictor, props):
+        """CVM's own graph and metadata (genba.cvm.export): `genba predict` runs it without torch."""
+        from genba.cvm.export import onnx_bytes
+
+        return onnx_bytes(predictor.objective, predictor.bank, {})
+
+    @classmethod
     def predictor(cls, model, *, cache=None, progress=False, encoder=None):
         return CVMPredictor(model)
 
