@@ -8,7 +8,7 @@ continual learner with one shared adapter: encoder + adapter + class texts; CVM:
 routed learners (task-adapters, moe-adapters: a per-image branch) are not static graphs and are
 refused. After writing, the ONNX graph (onnxruntime) and the PyTorch model are run on the same
 images and the largest |delta p| is reported; above 1e-4 the export fails.
-`--int8`: onnxruntime's dynamic int8 quantization of the weights (F.int8.onnx), with the top-1 of
+`--int8`: onnxruntime's dynamic int8 quantization of the MatMul / Gemm weights (F.int8.onnx), with the top-1 of
 both files on the model's own labelled test split when that data is at hand (else their agreement
 on the parity images).
 """
@@ -29,6 +29,8 @@ from genba.errors import GenbaError
 ONNX_FORMAT = "genba-model-onnx-v1"
 OPSET = 17
 PARITY = 1e-4
+INT8_OPS = ["MatMul", "Gemm"]  # dynamic int8 of the matrix products; convolutions stay fp32 (ConvInteger lost
+# 55 points of top-1 on a conse model in our first measurement: see bench/results/export.md)
 
 
 class ProbabilityGraph(nn.Module):
@@ -73,26 +75,32 @@ def _onnx_bytes(graph: nn.Module, example: torch.Tensor, props: dict[str, str]) 
     return proto.SerializeToString()
 
 
-def _sample_images(model, images: list[str] | None, limit: int = 64):
-    """(images, labels or None, where): the parity / int8 images."""
+def _sample_images(model, images: list[str] | None, limit: int = 256):
+    """(images, labels or None, where): the parity / int8 images: `images`, else the test splits of
+    the model's own data sources that are at hand (at most `limit` images)."""
     from genba.model.images import decode_images, image_paths
 
     if images:
         skipped: list = []
         return [im for _, im in decode_images(image_paths(images)[:limit], skipped)], None, "the given images"
-    sources = model.meta.get("data", {}).get("sources", [])
-    name = sources[0].get("dataset") if sources else None
-    if name:
-        try:
-            from genba.data import load_dataset
+    from genba.data import load_dataset
 
-            ds = load_dataset(name)
+    found, labels, names = [], [], []
+    for source in model.meta.get("data", {}).get("sources", []):
+        name = source.get("dataset") or source.get("task")
+        try:
+            ds = load_dataset(name) if name else None
         except GenbaError:
             ds = None
-        if ds is not None:
-            idx = ds.splits["test"]
-            return [ds.image(int(i)) for i in idx], [ds.classnames[int(ds.labels[i])] for i in idx], f"{name} test split"
-    raise GenbaError("no images to check the export on: the model's data is not at hand; pass --images DIR")
+        if ds is None:
+            continue
+        for i in ds.splits["test"][: max(0, limit - len(found))]:
+            found.append(ds.image(int(i)))
+            labels.append(ds.classnames[int(ds.labels[i])])
+        names.append(name)
+    if not found:
+        raise GenbaError("no images to check the export on: the model's data is not at hand; pass --images DIR")
+    return found, labels, f"the test split of {', '.join(names)}"
 
 
 def _session(data: bytes):
@@ -168,7 +176,7 @@ def _int8(data: bytes, onnx_path: Path, pixels, fp32: np.ndarray, labels, classe
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
         finally:
             root.setLevel(level)
         quantized = dst.read_bytes()
