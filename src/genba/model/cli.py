@@ -34,6 +34,14 @@ def register_cli(commands, common) -> None:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(run=cmd_predict)
 
+    learn = commands.add_parser("learn", parents=[common], help="a model learns a new task (new classes from a folder) "
+                                "with its continual strategy and is written as the next version")
+    learn.add_argument("--model", type=Path, required=True, help="the model to extend (kept as it is)")
+    learn.add_argument("--dataset", required=True, help="the new task: folder:<dir> (one sub-folder per new class), "
+                       "csv:<file> or a built-in name; several separated by commas")
+    learn.add_argument("--out", type=Path, required=True, help="where to write the next version")
+    learn.set_defaults(run=cmd_learn)
+
     export = commands.add_parser("export", parents=[common], help="export a model to ONNX (kinds that are a static graph)")
     export.add_argument("model_dir", type=Path, nargs="?", default=None, help="(older form) a CVM model directory")
     export.add_argument("--model", type=Path, default=None, help="the model to export")
@@ -148,6 +156,23 @@ def _onnx_tag(path: Path) -> str | None:
     except Exception:  # noqa: BLE001 - the ONNX path below reports unreadable files in one line
         return None
     return session.get_modelmeta().custom_metadata_map.get("genba.format")
+
+
+def cmd_learn(args) -> int:
+    from genba.model.learn import learn_task
+    from genba.report import markdown_table
+
+    cache = None
+    if not args.no_cache:
+        from genba.cache import TensorCache
+
+        cache = TensorCache(args.cache_dir)
+    r = learn_task(args.model, args.dataset, args.out, cache=cache, progress=not args.quiet)
+    rows = [[name, "earlier" if i < r["old_tasks"] else "new", f"{b:.1f}", f"{a:.1f}", f"{a - b:+.1f}"]
+            for i, (name, b, a) in enumerate(zip(r["tasks"], r["before"], r["after"]))]
+    print(markdown_table(["task", "", "top-1 before (%)", "top-1 after (%)", "change"], rows))
+    print(f"\nsetting {r['setting']}; model version {r['version']} written to {r['path']} ({args.model} kept)")
+    return 0
 
 
 def cmd_export(args) -> int:

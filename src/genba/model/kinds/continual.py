@@ -25,6 +25,9 @@ def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, strea
     if type(learner).__name__ != "Learner":
         raise GenbaError("only the feature learner can be written as a model (not --trunk or --lora): "
                          "drop those options to write --out's model")
+    from genba.model.learn import absolute_item
+
+    stream_items = [absolute_item(i) for i in stream_items]
     block = result["settings"][setting]
     hp = result["hyperparameters"]
     classes = [c for t in stream.tasks for c in t.classnames]
@@ -35,8 +38,8 @@ def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, strea
         "continual", classes=classes, tensors={f"learner/{k}": v for k, v in learner.state_dict().items()},
         encoder={"spec": encoder_spec, "provenance": encoder.provenance}, method=result["method"],
         hyperparameters=hp, chosen=chosen,
-        data={"sources": [{"task": t.name, "train_ids": [int(i) for i in t.train.indices],
-                           "validation_ids": [int(i) for i in t.val.indices]} for t in stream.tasks]},
+        data={"sources": [{"task": item, "train_ids": [int(i) for i in t.train.indices],
+                           "validation_ids": [int(i) for i in t.val.indices]} for item, t in zip(stream_items, stream.tasks)]},
         metrics={"setting": setting, "accuracy_matrix": block["accuracy_matrix"], "metrics": block["metrics"]},
         state={"stream": stream_items, "tasks": tasks, "seed": seed, "val_per_class": val_per_class,
                "caps": list(caps), "hidden": hp.get("hidden", 0), "strategy_config": hp["method"]},
@@ -130,3 +133,41 @@ class ContinualKind(ModelKind):
         tasks = model.meta["state"]["tasks"]
         return [f"tasks: {', '.join(t['name'] for t in tasks)} ({sum(len(t['classes']) for t in tasks)} classes)",
                 f"accuracy matrix ({model.meta['metrics']['setting']}): {model.meta['metrics']['accuracy_matrix'][-1]}"]
+
+
+CONVERTIBLE = ("zeroshot", "tip-adapter")
+
+
+def from_adapt(model: Model) -> Model:
+    """A zero-shot or Tip-Adapter model (visual cache space) as the continual learner it equals:
+    zero adapter (the zero-shot path) + the continual `memory` strategy's TipCache holding the
+    support rows: 100 cos(z, t) + alpha exp(-beta (1 - v K^T)) L, the Tip-Adapter logits when the
+    method's scale is 100. So that model can learn new tasks with the continual memory strategy."""
+    from genba.continual.learner import Learner
+    from genba.continual.protocol import DEFAULT_TRAIN
+
+    method, t, state = model.meta["method"], model.tensors, model.meta["state"]
+    hp = model.meta["hyperparameters"]
+    if method not in CONVERTIBLE or state.get("space") != "visual" or "text" not in t or "centre" not in t \
+            or float(hp.get("scale", 100.0)) != 100.0:
+        raise GenbaError(f"an adapt:{method} model ({state.get('space')} space) cannot learn new tasks; adapt with "
+                         f"--method tip-adapter (or zeroshot) in the visual space, or train with `genba continual`")
+    learner = Learner(torch.nn.functional.normalize(t["text"].float(), dim=1), t["centre"].float())
+    tensors = {f"learner/{k}": v for k, v in learner.state_dict().items()}
+    alpha, beta = float(hp.get("alpha", 1.0)), float(hp.get("beta", 5.5))
+    if "support/cache" in t:
+        tensors["learner/cache.keys"] = torch.nn.functional.normalize(t["support/cache"].float(), dim=-1)
+        tensors["learner/cache.labels"] = t["support/labels"].long()
+    source = model.meta["data"]["sources"][0]
+    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta, "seed": int(state.get("seed", 0))}
+    return Model.create(
+        "continual", classes=model.classes, tensors=tensors, encoder=model.meta["encoder"], method="memory",
+        hyperparameters={"method": cfg, "train": DEFAULT_TRAIN.to_dict(), "hidden": 0},
+        chosen={"method": f"from the adapt:{method} model ({model.meta['chosen']})"},
+        data={"sources": [{"task": source["dataset"], "train_ids": source.get("support_ids", []),
+                           "validation_ids": source.get("validation_ids", [])}]},
+        metrics={"setting": "xtail", "accuracy_matrix": [[model.meta["metrics"].get("top1")]]},
+        state={"stream": [source["dataset"]], "tasks": [{"name": source["dataset"], "offset": 0, "classes": model.classes}],
+               "seed": int(state.get("seed", 0)), "val_per_class": int(state.get("val_per_class", 16)),
+               "caps": [None, None], "hidden": 0, "strategy_config": cfg},
+        command=model.meta["command"], parent=None)
