@@ -1,6 +1,6 @@
 """README's story, walked on a small generated site folder with the tiny encoder: the fenced block
 under "From a folder of site images to the edge box" is read from README.md and every command in
-it runs as written (adapt gets `--encoder tiny --shots 8` so that it runs in seconds; every other
+it runs as written (adapt gets `--encoder tiny` so that it runs in seconds; every other
 command reads the encoder from the model). Then: predictions on unsorted images, the new classes
 learned without losing the earlier ones, and ONNX predictions equal to PyTorch's."""
 
@@ -47,7 +47,7 @@ def test_readme_story_runs_as_written(tmp_path, monkeypatch, capsys, one_thread)
     outputs = {}
     for command in commands:
         if command[0] == "adapt":
-            command = command + ["--encoder", "tiny", "--shots", "8", "--val-per-class", "8"]
+            command = command + ["--encoder", "tiny"]
         code = main(command + (["--quiet"] if command[0] in ("adapt", "predict", "learn", "export") else []))
         out, err = capsys.readouterr()
         assert code == 0, f"{shlex.join(command)} failed: {err}"

@@ -57,13 +57,23 @@ def cmd_adapt(args) -> int:
     from genba.report import markdown_table, write_json
     from genba.settings import parse_set_pairs
 
+    from genba.data.splits import plan_split
+
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     overrides = parse_set_pairs(args.set)  # applied to every method given; a key one of them lacks is refused
-    specs = [AdaptSpec(method=m, shots=args.shots, seed=args.seed, space=args.space, select=args.select,
-                       val_per_class=args.val_per_class, views=args.views, overrides=overrides) for m in methods]
-    for spec in specs:  # every method and option is checked before any work starts
+    shots = args.shots if args.shots == "all" else _int_arg(args.shots, "--shots")
+    val = args.val_per_class if args.val_per_class == "auto" else _int_arg(args.val_per_class, "--val-per-class")
+    check = [AdaptSpec(method=m, shots=1 if shots == "all" else shots, seed=args.seed, space=args.space,
+                       select=args.select, views=args.views, overrides=overrides) for m in methods]
+    for spec in check:  # every method and option is checked before any data is read
         spec.validate()
     dataset = load_dataset(args.dataset)
+    plan = plan_split(dataset, shots, val)  # before any feature is extracted
+    print(f"{dataset.name}: {plan.line()}")
+    specs = [AdaptSpec(method=m, shots=plan.shots, seed=args.seed, space=args.space, select=args.select,
+                       val_per_class=plan.val_per_class, views=args.views, overrides=overrides) for m in methods]
+    for spec in specs:
+        spec.validate()
     encoder = load_encoder(args.encoder)
     cache = _cache(args)
     data = prepare(encoder, dataset, cache=cache, progress=not args.quiet)
@@ -106,6 +116,15 @@ def cmd_adapt(args) -> int:
     if args.json:
         write_json(args.json, results[0] if len(results) == 1 else {"results": results})
     return 0
+
+
+def _int_arg(text: str, flag: str) -> int:
+    from genba.errors import GenbaError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise GenbaError(f"{flag} takes a whole number (or {'all' if flag == '--shots' else 'auto'}), got '{text}'") from None
 
 
 def class_counts(labels, num_classes: int) -> list[int]:
@@ -153,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     adapt = commands.add_parser("adapt", parents=[common], help="few-shot / test-time adaptation on a dataset")
     adapt.add_argument("--dataset", required=True, help="built-in name, folder:<dir> or csv:<file>")
     adapt.add_argument("--method", required=True, help="method, or several separated by commas (e.g. zeroshot,tip-adapter,dmn)")
-    adapt.add_argument("--shots", type=int, default=16, help="labeled images per class (default %(default)s)")
+    adapt.add_argument("--shots", default="16", help="labeled images per class, or all (every training image left "
+                       "after validation; default %(default)s)")
     adapt.add_argument("--seed", type=int, default=0, help="seed of the validation split, the shots and the stream order")
     adapt.add_argument("--encoder", default="conse")
     adapt.add_argument("--space", choices=["visual", "joint"], default="visual", help="where caches and memories live (default %(default)s)")
     adapt.add_argument("--select", choices=["val", "fixed"], default="val", help="hyperparameters: grid on validation, or fixed paper defaults")
-    adapt.add_argument("--val-per-class", type=int, default=16, help="validation images per class, carved from train")
+    adapt.add_argument("--val-per-class", default="auto", help="validation images per class, carved from train (auto: "
+                       "a quarter of the smallest class's train images, at most 16)")
     adapt.add_argument("--views", type=int, default=1, help="test-time augmented views per test image (1: none)")
     adapt.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="fix a hyperparameter of every method given (refused if one of them lacks it)")
