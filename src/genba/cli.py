@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-commands that live next to their feature: each module has register_cli(commands, common).
 FEATURE_CLIS = ("genba.serve.cli", "genba.continual.cli", "genba.cvm.cli", "genba.movit.cli", "genba.sak.cli",
-                "genba.model.cli")
+                "genba.model.cli", "genba.serve.models_cli")
 
 
 def _add_optional_commands(commands, common) -> None:

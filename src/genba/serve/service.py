@@ -145,6 +145,17 @@ class Service:
 
     def predict(self, memory_id: str, uploads: list[Upload], *, update: bool, source_ids: list[str]) -> dict:
         memory = self.live(memory_id)
+        if update:  # what a memory's kind can do comes from the model-kind registry
+            from genba.model.base import MODEL_KINDS
+            from genba.model.kinds.adapt import kind_name
+
+            kind = MODEL_KINDS.get(kind_name(memory.spec.method))
+            if "test_time_writes" not in kind.capabilities:
+                able = [e.name.split(":", 1)[1] for e in MODEL_KINDS.entries()
+                        if e.name.startswith("adapt:") and "test_time_writes" in e.obj.capabilities]
+                raise ApiError(409, f"memory {memory_id} runs {memory.spec.method!r}, which keeps no test-time memory: "
+                                    f"update=true cannot write into it; send update=false, or serve one of "
+                                    f"{', '.join(able)}")
         sources = self._sources(uploads, source_ids)
         feats = self._features(memory, uploads)
         probs, writes = memory.predict(feats, update=update, source_ids=sources)
