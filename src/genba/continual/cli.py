@@ -23,8 +23,9 @@ def register_cli(commands, common) -> None:
     p.add_argument("--stream", required=True,
                    help="comma-separated tasks: datasets, class subsets name[0-4], class-incremental name#N, "
                         "folder:<dir>, csv:<file>")
-    p.add_argument("--method", required=True, help="continual method (zeroshot, finetune, joint, replay, l2, ewc, "
-                                                    "lwf, zscl, task-adapters, moe-adapters, memory)")
+    p.add_argument("--strategy", "--method", dest="method", required=True,
+                   help="continual strategy (zeroshot, finetune, joint, replay, l2, ewc, lwf, zscl, task-adapters, "
+                        "moe-adapters, memory); --method is its older spelling")
     p.add_argument("--setting", choices=SETTINGS, default="mtil",
                    help="mtil: task id known, each task among its own classes; xtail: no task id, union label space")
     p.add_argument("--seed", type=int, default=0, help="seed of validation split, caps, batches (default 0)")

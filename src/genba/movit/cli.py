@@ -22,8 +22,9 @@ def register_cli(commands, common) -> None:
     train = sub.add_parser("train", parents=[common], help="train MoViT on a fraction of a dataset's train split")
     train.add_argument("--dataset", required=True, help="built-in name, folder:<dir> or csv:<file>")
     train.add_argument("--fraction", type=float, required=True, help="share of the train split in (0, 1], e.g. 0.03")
-    train.add_argument("--setting", choices=("scratch", "head"), default="scratch",
-                       help="scratch: small ViT on pixels; head: memory transformer over frozen encoder tokens")
+    train.add_argument("--variant", "--setting", dest="setting", choices=("scratch", "head"), default="scratch",
+                       help="scratch: small ViT on pixels; head: memory transformer over frozen encoder tokens "
+                            "(--setting is its older spelling)")
     train.add_argument("--seed", type=int, default=0, help="seed of the fraction, initialisation and batches")
     train.add_argument("--no-memory", action="store_true", help="the same transformer without memory (baseline)")
     train.add_argument("--steps", type=int, default=None, help="optimiser-step budget (default: 20 epochs clamped to [100, 200] steps)")
