@@ -64,7 +64,7 @@ def error_line(capsys, argv) -> str:
         (["--method", "dmn-xl"], ["unknown method", "dmn-tf"]),
         (["--method", "tip-adapter", "--set", "gamma=3"], ["unknown hyperparameter", "gamma", "alpha"]),
         (["--method", "tip-adapter", "--set", "alpha"], ["key=value"]),
-        (["--method", "tip-adapter", "--shots", "50"], ["only", "--shots"]),
+        (["--method", "tip-adapter", "--shots", "50"], ["more than", "train split", "--shots 4", "--shots all"]),
         (["--method", "tip-adapter", "--shots", "0"], ["needs labeled shots"]),
     ],
 )

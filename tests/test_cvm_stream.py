@@ -42,7 +42,7 @@ def test_cli_train_json_then_export_predict_and_add_class(tmp_path, two_tasks, c
         assert set(block["metrics"]) >= {"transfer", "avg", "last", "bwt", "fwt", "forgetting", "control_before", "control_after"}
     assert result["hyperparameters"]["method"]["buffer_size"] == 6 and result["selected_on"]
     assert result["cost"]["strategy_bytes"] > 0  # the replay buffer holds rows after the first task
-    assert {p.name for p in out.iterdir()} == {"model.safetensors", "concepts.safetensors", "cvm.json"}
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "concepts.safetensors", "cvm.json", "model.genba"}
     assert main(["export", str(out), "--onnx", str(tmp_path / "m.onnx")]) == 0
     assert main(["predict", "--model", str(tmp_path / "m.onnx"), "--images", two_tasks[0][7:]]) == 0
     lines = capsys.readouterr().out.strip().splitlines()[-36:]

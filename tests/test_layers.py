@@ -16,7 +16,7 @@ LAYERS = [
     {"features", "memory", "train"},
     {"store"},
     {"zeroshot", "methods"},
-    {"live", "adapt", "experiment", "continual", "cvm", "movit", "sak"},
+    {"live", "adapt", "experiment", "continual", "cvm", "movit", "sak", "model"},
     {"serve"},
     {"cli", "__main__", "__init__"},
 ]

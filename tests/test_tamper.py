@@ -137,9 +137,28 @@ def make_learned(tmp):
     return path, read
 
 
+def make_model(tmp):
+    from PIL import Image
+
+    from genba.cli import main
+    from genba.model.base import MODEL_KINDS, load_model
+    from model_helpers import pattern_folder
+
+    site = pattern_folder(tmp / "site", per_class=8)
+    path = tmp / "m.genba"
+    assert main(["adapt", "--dataset", f"folder:{site}", "--method", "tip-adapter", "--encoder", "tiny", "--shots", "2",
+                 "--val-per-class", "2", "--out", str(path), "--quiet", "--no-cache"]) == 0
+    image = Image.open(next((site / "bars").iterdir())).convert("RGB")
+
+    def read(p):  # what `genba predict` does: the file, its kind's predictor, one image
+        model = load_model(p)
+        MODEL_KINDS.get(model.kind).predictor(model).probabilities([image])
+    return path, read
+
+
 MAKERS = {"cache-entry": make_cache, "train-checkpoint": make_checkpoint, "continual-learner": make_learner,
           "replay-buffer": make_buffer, "concept-bank": make_bank, "cvm-model": make_cvm, "movit-model": make_movit,
-          "sak-model": make_sak, "learned-state": make_learned}
+          "sak-model": make_sak, "learned-state": make_learned, "model": make_model}
 
 # forged values that are valid for their field; each still loads into a working object
 ACCEPTED = {

@@ -140,9 +140,25 @@ def encoder_ms_per_image(encoder: ImageEncoder, dataset, images: int = 32) -> fl
     return 1000.0 * (time.perf_counter() - start) / max(1, len(indices))
 
 
-def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
-              data: PreparedData | None = None, progress: bool = True) -> dict:
-    """Run one method on one dataset split as the module docstring describes; returns the result dict."""
+@dataclass
+class FittedAdapt:
+    """A method fitted by the protocol (steps 1-3), before the test stream: what a model keeps."""
+
+    method: object  # the fitted genba.methods.Method
+    fit_args: dict  # text_classifier, num_classes, [support, labels]: what `fit` was given
+    centre: torch.Tensor | None
+    selected_on: str
+    table: list[dict]
+    n_val: int
+    val_top1: float  # top-1 (%) of the fitted method on the validation split (memories reset after)
+    support_ids: list[int]  # dataset indices of the support images
+    val_ids: list[int]
+    fit_seconds: float  # the method's fit alone (after selection)
+
+
+def fit_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
+              data: PreparedData | None = None, progress: bool = True) -> FittedAdapt:
+    """Steps 1-3 of the protocol: validation split, shots, hyperparameters, fit (no test label read)."""
     spec.validate()
     if not getattr(encoder, "has_text", True) and not get_method(spec.method).works_without_text():
         able = [n for n in method_names() if get_method(n).works_without_text()]
@@ -152,8 +168,10 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
     pool, val_idx = train_val_split(dataset, val_per_class=spec.val_per_class, seed=spec.seed)
     val = data.train.subset(data.train.rows_of(val_idx))
     fit_args: dict = {"text_classifier": data.classifier, "num_classes": len(dataset.classnames)}
+    support_ids: list[int] = []
     if spec.shots > 0:
-        support = data.train.subset(data.train.rows_of(sample_few_shot(dataset, pool, spec.shots, spec.seed)))
+        support_ids = [int(i) for i in sample_few_shot(dataset, pool, spec.shots, spec.seed)]
+        support = data.train.subset(data.train.rows_of(support_ids))
         support_feats = _feats(support, spec.space, data.centre)
         if spec.support_views > 1:  # the reference's cache: augmented views 1..V (no plain view), averaged
             support_feats = view_feats(encoder, dataset, "train", support, range(1, spec.support_views + 1), cache=cache,
@@ -161,7 +179,6 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
         fit_args.update(support=support_feats, labels=support.labels)
     val_feats = _feats(val, spec.space, data.centre)
     grid = selection_grid(spec.method)
-    start = time.perf_counter()
     table: list[dict] = []
     if spec.select == "val" and grid:
         grid = {k: v for k, v in grid.items() if k not in spec.overrides}
@@ -173,6 +190,23 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
     fit_start = time.perf_counter()
     method.fit(**fit_args, val=(val_feats, val.labels))  # only methods that select during training read it
     fit_seconds = time.perf_counter() - fit_start
+    val_top1 = 0.0
+    if len(val):
+        val_top1 = 100.0 * float((method.predict_stream(val_feats).argmax(1) == val.labels).float().mean())
+        method.reset()  # the validation stream leaves no trace in test-time memories
+    return FittedAdapt(method, fit_args, data.centre, selected_on, table, len(val), val_top1,
+                       support_ids, [int(i) for i in val_idx], fit_seconds)
+
+
+def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorCache | None = None,
+              data: PreparedData | None = None, progress: bool = True, fitted: FittedAdapt | None = None) -> dict:
+    """Run one method on one dataset split as the module docstring describes; returns the result dict.
+
+    `fitted` (from fit_adapt with the same arguments) skips steps 1-3."""
+    data = data or prepare(encoder, dataset, cache=cache, progress=progress)
+    start = time.perf_counter()
+    fitted = fitted or fit_adapt(encoder, dataset, spec, cache=cache, data=data, progress=progress)
+    method, table, selected_on, fit_seconds = fitted.method, fitted.table, fitted.selected_on, fitted.fit_seconds
     order = np.random.default_rng(spec.seed).permutation(len(data.test))
     queries = _feats(data.test, spec.space, data.centre)
     if spec.views > 1:
@@ -180,6 +214,7 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
                                        space=spec.space, progress=progress)
     stream_start = time.perf_counter()
     probs = method.predict_stream(queries, order)
+    method.reset()
     stream_seconds = time.perf_counter() - stream_start
     predictions = probs.argmax(dim=1)
     ood_auroc = None
@@ -210,7 +245,7 @@ def run_adapt(encoder: ImageEncoder, dataset, spec: AdaptSpec, *, cache: TensorC
         "selection_table": table,
         "val_top1": max((row["val_top1"] for row in table), default=None),
         "val_per_class": spec.val_per_class,
-        "n_val": len(val),
+        "n_val": fitted.n_val,
         "stream_order_seed": spec.seed,
         "predicted_count": torch.bincount(predictions, minlength=len(dataset.classnames)).tolist(),
         "views": spec.views,

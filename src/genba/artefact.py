@@ -68,6 +68,7 @@ KINDS: dict[str, Kind] = {
     "movit-model": Kind("MoViT model", "pass the movit.safetensors written by `genba movit train` (or retrain it)"),
     "sak-model": Kind("SAK model", "retrain it with `genba sak train`"),
     "learned-state": Kind("learned state", "it is discarded and the method trains again"),
+    "model": Kind("genba model", "pass a model written by `genba adapt|continual|cvm train|movit train --out`"),
 }
 
 

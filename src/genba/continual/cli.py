@@ -23,9 +23,9 @@ def register_cli(commands, common) -> None:
     p.add_argument("--stream", required=True,
                    help="comma-separated tasks: datasets, class subsets name[0-4] or name[c1|c2] (optionally xK: K "
                         "training images per class), class-incremental name#N, folder:<dir>, csv:<file>")
-    p.add_argument("--method", required=True,
-                   help="continual method, a registered strategy (genba.continual.strategies; an unknown name, or one "
-                        "the learner cannot run, lists the ones that work)")
+    p.add_argument("--strategy", "--method", dest="method", required=True,
+                   help="continual strategy, a registered one (genba.continual.strategies; an unknown name, or one "
+                        "the learner cannot run, lists the ones that work); --method is its older spelling")
     p.add_argument("--setting", choices=SETTINGS, default="mtil",
                    help="mtil: task id known, each task among its own classes; xtail: no task id, union label space")
     p.add_argument("--seed", type=int, default=0, help="seed of validation split, caps, batches (default 0)")
@@ -47,7 +47,8 @@ def register_cli(commands, common) -> None:
     p.add_argument("--val-per-class", type=int, default=16, help="validation rows per class carved from train")
     p.add_argument("--max-train-per-class", type=int, default=None, help="cap training rows per class (seeded)")
     p.add_argument("--max-test-per-class", type=int, default=None, help="cap test rows per class (seeded)")
-    p.add_argument("--out", type=Path, default=None, help="directory for checkpoints and the replay buffer")
+    p.add_argument("--out", type=Path, default=None, help="directory for checkpoints, the replay buffer and the "
+                   "trained model (DIR/model.genba: `genba predict --model DIR`)")
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     p.add_argument("--json", type=Path, default=None, help="write the result as JSON here")
     p.set_defaults(run=cmd_continual)
@@ -127,13 +128,26 @@ def cmd_continual(args) -> int:
 
     stream, reference, spec = prepare(args)
     created = args.out is not None and not args.out.exists()
+    keep: dict = {}
     try:
-        result = run_continual(stream, reference, spec, out_dir=args.out, resume=args.resume, progress=not args.quiet)
+        result = run_continual(stream, reference, spec, out_dir=args.out, resume=args.resume, progress=not args.quiet,
+                               keep=keep)
     except BaseException:
         if created and args.out.exists():  # a fresh run that failed leaves nothing behind
             shutil.rmtree(args.out)
         raise
     print(format_result(result, args.setting))
+    if args.out is not None and not args.trunk and args.lora is None:
+        from genba.encoders import load_encoder
+        from genba.model.base import MODEL_FILE, save_model
+        from genba.model.kinds.continual import from_run
+
+        caps = (args.max_train_per_class, args.max_test_per_class)
+        model = from_run(result, keep["learner"], stream, encoder=load_encoder(args.encoder), encoder_spec=args.encoder,
+                         stream_items=[t.name for t in stream.tasks], setting=args.setting, seed=args.seed,
+                         val_per_class=args.val_per_class, caps=caps)
+        path = save_model(model, args.out / MODEL_FILE)
+        print(f"model: {path} (kind continual); try `genba predict --model {path} --images DIR`")
     if args.json:
         write_json(args.json, flatten(result, args.setting))
     return 0

@@ -76,13 +76,14 @@ def load_learner_state(path: Path, expected: dict | None = None) -> dict:
 
 def run_tasks(objective, steps: Sequence[TaskStep], strategy, train: TrainConfig, *,
               evaluate: Callable[[], Any] | None = None, out_dir: str | Path | None = None, resume: bool = False,
-              progress: bool = False, desc: str = "") -> tuple[list[TaskRecord], list[Any]]:
+              progress: bool = False, desc: str = "", first: int = 0) -> tuple[list[TaskRecord], list[Any]]:
     """Train `objective` over `steps` with `strategy`; returns (one record per task, evaluations:
-    evaluate() before the first task and after each one, [] without `evaluate`)."""
+    evaluate() before the first task and after each one, [] without `evaluate`). `first`: the task
+    index of steps[0] (a model learning task n+1 of its stream starts there)."""
     out = None if out_dir is None else Path(out_dir)
     evaluations = [] if evaluate is None else [evaluate()]
     records: list[TaskRecord] = []
-    for t, step in enumerate(steps):
+    for t, step in enumerate(steps, start=first):
         step.enter()
         start = time.perf_counter()
         added = strategy.begin_task(objective, t)

@@ -223,7 +223,7 @@ def select_lr(stream: Stream, reference: Reference, spec: ContinualSpec) -> tupl
 
 
 def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, out_dir: str | Path | None = None,
-                  resume: bool = False, progress: bool = False) -> dict:
+                  resume: bool = False, progress: bool = False, keep: dict | None = None) -> dict:
     """Run one method over the stream; returns the result dict (see the module docstring).
 
     Every random initialisation (e.g. MoE-Adapters' experts) draws from torch's CPU generator
@@ -232,10 +232,12 @@ def run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, 
     strategy's own draws (replay's reservoir, memory's shots) use generators from `spec.seed`.
     """
     with seeded(spec.seed):
-        return _run_continual(stream, reference, spec, out_dir=out_dir, resume=resume, progress=progress)
+        return _run_continual(stream, reference, spec, out_dir=out_dir, resume=resume, progress=progress, keep=keep)
 
 
-def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, out_dir, resume, progress) -> dict:
+def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *, out_dir, resume, progress,
+                   keep: dict | None = None) -> dict:
+    """run_continual's body; `keep` (a dict) receives the trained learner under "learner" (genba.model)."""
     spec.validate()
     if len(stream.tasks) < 2:
         raise GenbaError("a continual stream needs at least two tasks (Transfer, BWT, FWT and Forgetting compare "
@@ -271,6 +273,8 @@ def _run_continual(stream: Stream, reference: Reference, spec: ContinualSpec, *,
              "val_top1": None if r.fit.best_score is None else 100.0 * r.fit.best_score}
             for r in records if r.resumed or r.fit is not None]
     control_after = control_accuracy(learner, stream.control)
+    if keep is not None:
+        keep["learner"] = learner
     adapter_bytes = learner.adapter_bytes() if strategy.trains else 0  # an untrained adapter is not kept
     cache_bytes = 0 if learner.cache is None else learner.cache.nbytes
     settings = {}

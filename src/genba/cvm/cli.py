@@ -1,4 +1,4 @@
-"""CLI of genba.cvm: `genba cvm train`, `genba cvm add-class`, `genba export`, `genba predict`.
+"""CLI of genba.cvm: `genba cvm train`, `genba cvm add-class` (`genba export` / `predict`: genba.model.cli).
 
 Argument parsing only (no torch import here, so `genba predict` stays torch-free).
 """
@@ -15,7 +15,7 @@ def register_cli(commands, common) -> None:
     train = sub.add_parser("train", parents=[common], help="train a student continually over a stream of datasets")
     train.add_argument("--stream", required=True, help="comma-separated datasets, in order (e.g. textile,animal-mnist); "
                        "name[c1|c2]xK = K images each of those classes (e.g. classes that entered by name only)")
-    train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json)")
+    train.add_argument("--out", type=Path, required=True, help="model directory to write (weights, concept bank, cvm.json, and model.genba: the model)")
     train.add_argument("--student", default="small", choices=["small", "lite0", "lite1", "lite2"])
     train.add_argument("--head", default="concept", choices=["concept", "linear"], help="concept (CVM) or linear (cross-entropy baseline)")
     train.add_argument("--strategy", default="none",
@@ -44,15 +44,7 @@ def register_cli(commands, common) -> None:
     add.add_argument("--template", action="append", default=[], help="prompt template with {} (default 'a photo of a {}.')")
     add.set_defaults(run=cmd_add_class)
 
-    export = commands.add_parser("export", help="export a trained CVM model directory to ONNX (student + concept bank)")
-    export.add_argument("model_dir", type=Path)
-    export.add_argument("--onnx", type=Path, required=True, help="ONNX file to write")
-    export.set_defaults(run=cmd_export)
-
-    predict = commands.add_parser("predict", help="classify images with an exported ONNX model (onnxruntime; no torch needed)")
-    predict.add_argument("--model", type=Path, required=True)
-    predict.add_argument("--images", type=Path, required=True, help="image file or folder (searched recursively)")
-    predict.set_defaults(run=cmd_predict)
+    # `genba export` and `genba predict` live in genba.model.cli (every model kind; ONNX files of CVM too)
 
 
 def _overrides(pairs: list[str]) -> tuple[dict, dict]:
@@ -100,7 +92,12 @@ def cmd_train(args) -> int:
         m = block["metrics"]
         print(markdown_table(["avg", "last", "transfer", "bwt", "fwt", "forgetting"],
                              [[m["avg"], m["last"], m["transfer"], m["bwt"], m["fwt"], m["forgetting"]]]))
-    print(f"\n{result['method']} ({result['student']} student, strategy {result['strategy']}); model in {args.out}")
+    from genba.model.base import MODEL_FILE, save_model
+    from genba.model.kinds.cvm import from_model_dir
+
+    model_path = save_model(from_model_dir(args.out), args.out / MODEL_FILE)
+    print(f"\n{result['method']} ({result['student']} student, strategy {result['strategy']}); model in {args.out} "
+          f"({model_path}: `genba predict --model {args.out} --images DIR`)")
     if args.json:
         write_json(args.json, result)
     return 0
@@ -114,39 +111,28 @@ def cmd_add_class(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    from genba.cvm.export import export_onnx
-
-    path = export_onnx(args.model_dir, args.onnx)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from genba.cvm.predict import predict_folder, report_skipped
-
-    skipped: list[str] = []
-    for path, name, prob in predict_folder(args.model, args.images, skipped=skipped):
-        print(f"{path}\t{name}\t{prob:.4f}")
-    sys.stdout.flush()
-    report_skipped(skipped)
-    return 0
-
-
 def predict_main(argv: list[str] | None = None) -> int:
-    """`python -m genba.cvm.cli --model FILE --images DIR`: `genba predict` without the rest of the CLI."""
+    """`python -m genba.cvm.cli --model FILE --images DIR`: `genba predict` on an exported CVM graph
+    without the rest of the CLI (onnxruntime only, torch never imported)."""
     import argparse
 
+    from genba.cvm.predict import predict_folder, report_skipped
     from genba.errors import GenbaError
 
     parser = argparse.ArgumentParser(prog="genba predict")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True)
+    args = parser.parse_args(argv)
+    skipped: list[str] = []
     try:
-        return cmd_predict(parser.parse_args(argv))
+        for path, name, prob in predict_folder(args.model, args.images, skipped=skipped):
+            print(f"{path}\t{name}\t{prob:.4f}")
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)
         return 2
+    sys.stdout.flush()
+    report_skipped(skipped)
+    return 0
 
 
 if __name__ == "__main__":

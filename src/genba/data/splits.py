@@ -11,6 +11,7 @@ Returned index arrays are sorted.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -147,3 +148,54 @@ def sample_few_shot(
             )
         picked.append(_class_permutation(members, seed, c, _SHOTS)[:shots])
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+VAL_CAP = 16
+"""The validation images per class that `auto` takes from a large train split."""
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a dataset's train split is shared out, per class: validation first, then the shots."""
+
+    val_per_class: int
+    shots: int
+    train_smallest: int
+    smallest_class: str
+
+    def line(self) -> str:
+        return (f"training {self.shots} / validation {self.val_per_class} images per class "
+                f"(the smallest class, '{self.smallest_class}', has {self.train_smallest} in the train split)")
+
+
+def plan_split(data: "Dataset", shots: int | str, val_per_class: int | str = "auto") -> SplitPlan:
+    """The one validation rule, checked before any feature is extracted.
+
+    val_per_class "auto" = min(16, max(1, n // 4)) for n the smallest class's train-split count
+    (a quarter of a small folder, 16 from a large one); shots "all" = every remaining image.
+    A request that does not fit is one GenbaError naming the split and the fix.
+    """
+    labels = np.asarray(data.labels)[data.splits["train"]]
+    counts = np.bincount(labels, minlength=len(data.classnames))
+    smallest = int(np.argmin(counts))
+    n = int(counts[smallest])
+    name = data.classnames[smallest]
+    if val_per_class == "auto":
+        val = min(VAL_CAP, max(1, n // 4))
+    else:
+        val = int(val_per_class)
+        if val < 0:
+            raise GenbaError(f"--val-per-class must be 0 or more (or auto), got {val}")
+    if n - val < 1:
+        raise GenbaError(f"{data.name}: class '{name}' has {n} images in the train split (half of each class; the "
+                         f"other half is the test split), and validation would take {val}: use --val-per-class auto "
+                         "or a smaller number, or add images")
+    available = n - min(val, n - 1)
+    k = available if shots == "all" else int(shots)
+    if k < 0:
+        raise GenbaError(f"--shots must be 0 or more (or all), got {k}")
+    if k > available:
+        raise GenbaError(f"--shots {k} is more than {data.name} can give: class '{name}' has {n} images in the train "
+                         f"split (half of each class), {min(val, n - 1)} go to validation, {available} are left; use "
+                         f"--shots {available} (or --shots all), a smaller --val-per-class, or add images")
+    return SplitPlan(min(val, n - 1), k, n, name)

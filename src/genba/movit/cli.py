@@ -22,8 +22,9 @@ def register_cli(commands, common) -> None:
     train = sub.add_parser("train", parents=[common], help="train MoViT on a fraction of a dataset's train split")
     train.add_argument("--dataset", required=True, help="built-in name, folder:<dir> or csv:<file>")
     train.add_argument("--fraction", type=float, required=True, help="share of the train split in (0, 1], e.g. 0.03")
-    train.add_argument("--setting", choices=("scratch", "head"), default="scratch",
-                       help="scratch: small ViT on pixels; head: memory transformer over frozen encoder tokens")
+    train.add_argument("--variant", "--setting", dest="setting", choices=("scratch", "head"), default="scratch",
+                       help="scratch: small ViT on pixels; head: memory transformer over frozen encoder tokens "
+                            "(--setting is its older spelling)")
     train.add_argument("--seed", type=int, default=0, help="seed of the fraction, initialisation and batches")
     train.add_argument("--no-memory", action="store_true", help="the same transformer without memory (baseline)")
     train.add_argument("--steps", type=int, default=None, help="optimiser-step budget (default: 20 epochs clamped to [100, 200] steps)")
@@ -32,7 +33,8 @@ def register_cli(commands, common) -> None:
     train.add_argument("--backbone", default="efficientnet-lite0", help="frozen encoder of the head setting")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting: train.lr=1e-3, model.dim=96, mem.alpha=1.0, mem.capacity=4096, ...")
-    train.add_argument("--out", type=Path, required=True, help="output folder (model + results.json)")
+    train.add_argument("--out", type=Path, required=True, help="output folder (movit.safetensors, model.genba for "
+                       "`genba predict --model DIR`, results.json)")
     train.set_defaults(run=cmd_train)
 
     predict = sub.add_parser("predict", parents=[common], help="predict a dataset split with a saved MoViT")
@@ -76,6 +78,10 @@ def cmd_train(args) -> int:
     result, model = run_movit(spec, dataset=dataset, inputs=inputs, progress=not args.quiet)
     save_artefact(model_path, model, provenance(result, spec, train_ids, dataset, inputs.licences), result["hyperparameters"])
     result["model"] = str(model_path)
+    from genba.model.base import MODEL_FILE, save_model
+    from genba.model.kinds.movit import from_artefact
+
+    result["genba_model"] = str(save_model(from_artefact(model_path, result), args.out / MODEL_FILE))
     write_json(args.out / "results.json", result)
     print(json.dumps({k: result[k] for k in ("dataset", "setting", "fraction", "memory", "n_train", "test_accuracy",
                                              "inference", "seconds_train")}))

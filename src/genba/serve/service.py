@@ -153,6 +153,17 @@ class Service:
         """Predict, answer and log each prediction (genba.serve.console.log_predictions) with the request's latency."""
         start = time.perf_counter()
         memory = self.live(memory_id)
+        if update:  # what a memory's kind can do comes from the model-kind registry
+            from genba.model.base import MODEL_KINDS
+            from genba.model.kinds.adapt import kind_name
+
+            kind = MODEL_KINDS.get(kind_name(memory.spec.method))
+            if "test_time_writes" not in kind.capabilities:
+                able = [e.name.split(":", 1)[1] for e in MODEL_KINDS.entries()
+                        if e.name.startswith("adapt:") and "test_time_writes" in e.obj.capabilities]
+                raise ApiError(409, f"memory {memory_id} runs {memory.spec.method!r}, which keeps no test-time memory: "
+                                    f"update=true cannot write into it; send update=false, or serve one of "
+                                    f"{', '.join(able)}")
         sources = self._sources(uploads, source_ids)
         thumbs = [] if memory.spec.log_images else None
         feats = self._features(memory, uploads, thumbs)

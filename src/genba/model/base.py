@@ -1,0 +1,179 @@
+"""The model: one self-describing file per adapted or trained classifier, and the kinds registry.
+
+    model = Model.create("adapt", classes=[...], encoder={...}, method=..., hyperparameters=..., ...)
+    save_model(model, "site.genba")
+    model = load_model("site.genba")                 # any kind; refuses other files in one line
+    kind = MODEL_KINDS.get(model.kind)               # what it can do: kind.capabilities
+    predictor = kind.predictor(model, cache=None)    # .classes, .probabilities(list of PIL images)
+
+Every model carries in `meta`: format + format_version, kind, genba version, the command that
+made it, creation time, encoder provenance, classes, method (or strategy) with its
+hyperparameters and how each was chosen, the data sources with their ids, the metrics it
+reached; kind-specific settings live under meta["state"], its tensors under `tensors`.
+A kind declares its capabilities; the CLI and the service ask the registry, never a name list.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from genba.errors import GenbaError
+from genba.registry import Registry
+
+FORMAT = "genba-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.genba"  # the model inside a run folder (continual, cvm train, movit train --out DIR)
+CAPABILITIES = ("predict", "test_time_writes", "learn_task", "export")
+MODEL_KINDS = Registry("model kind")
+
+
+def genba_version() -> str:
+    from genba import __version__
+
+    return __version__
+
+
+def command_line() -> str:
+    """The command that is running, as a user would retype it."""
+    return " ".join(["genba"] + [shlex.quote(a) for a in sys.argv[1:]]) if sys.argv else "genba"
+
+
+@dataclass
+class Model:
+    """One model: `meta` (JSON) and `tensors` (its head / memory state)."""
+
+    kind: str
+    meta: dict
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    path: Path | None = None
+
+    @classmethod
+    def create(cls, kind: str, *, classes: list[str], tensors: dict[str, torch.Tensor], encoder: dict | None,
+               method: str, hyperparameters: dict, chosen: dict, data: dict, metrics: dict, state: dict,
+               command: str | None = None, parent: dict | None = None) -> "Model":
+        MODEL_KINDS.get(kind)  # unknown kind -> GenbaError
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "genba_version": genba_version(),
+                "command": command or command_line(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "encoder": encoder, "classes": list(classes), "method": method, "hyperparameters": hyperparameters,
+                "chosen": chosen, "data": data, "metrics": metrics, "state": state,
+                "version": 1 if parent is None else int(parent.get("version", 1)) + 1, "parent": parent}
+        return cls(kind, meta, dict(tensors))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def kind_class(self) -> "type[ModelKind]":
+        return MODEL_KINDS.get(self.kind)
+
+    def can(self, capability: str) -> bool:
+        return capability in self.kind_class.capabilities
+
+
+def _naming_the_file(build):
+    """`build(cls, model, ...)` with any failure to rebuild the model from its (verified, but possibly
+    forged) description turned into one ArtefactError line naming the file."""
+    import functools
+
+    @functools.wraps(build)
+    def wrapped(cls, model, *args, **kw):
+        from genba.artefact import ArtefactError
+
+        try:
+            return build(cls, model, *args, **kw)
+        except ArtefactError:
+            raise
+        except (GenbaError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
+                OverflowError) as error:
+            first = (str(error).splitlines() or [type(error).__name__])[0][:200]
+            raise ArtefactError(str(model.path or "<model>"), f"a {model.kind!r} model that cannot be rebuilt ({first})",
+                                "re-create it with the command that wrote it") from error
+    return wrapped
+
+
+class ModelKind:
+    """What a kind of model can do. Subclasses register with @MODEL_KINDS.register(name)."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset({"predict"})
+    summary: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        if "predictor" in cls.__dict__:  # every kind's rebuild refuses a forged description in one line
+            cls.predictor = classmethod(_naming_the_file(cls.__dict__["predictor"].__func__))
+
+    @classmethod
+    def predictor(cls, model: Model, *, cache=None, progress: bool = False):
+        """An object with `.classes` and `.probabilities(images) -> (N, C)` for RGB PIL images."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, model: Model) -> list[str]:
+        """Kind-specific lines for `genba model show`."""
+        return []
+
+    @classmethod
+    def require(cls, capability: str) -> None:
+        if capability not in cls.capabilities:
+            able = [e.name for e in MODEL_KINDS.entries() if capability in e.obj.capabilities]
+            raise GenbaError(f"a {cls.name!r} model cannot {capability.replace('_', ' ')}; kinds that can: "
+                             f"{', '.join(able) or '(none)'}")
+
+
+def save_model(model: Model, path: str | Path) -> Path:
+    """Write `model` to one file (atomic, checksummed)."""
+    from genba.model.io import write_model_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    written = write_model_file(path, model.meta, model.tensors)
+    model.path = written
+    return written
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A model file, or a run folder holding one (MODEL_FILE)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
+        raise GenbaError(f"{path} is a folder without a {MODEL_FILE}: pass the model file, or a run folder "
+                         "written with --out by a genba that writes models")
+    return path
+
+
+def load_model(path: str | Path) -> Model:
+    """Read any kind of model; a file of another format, a newer format version or an unknown kind
+    is refused with one GenbaError."""
+    from genba.model.io import read_model_file
+
+    path = resolve_path(path)
+    meta, tensors = read_model_file(path)
+    if meta.get("format") != FORMAT:
+        raise GenbaError(f"{path} is not a genba model (format {meta.get('format')!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise GenbaError(f"{path} is a genba model of format version {version} (written by genba "
+                         f"{meta.get('genba_version')}); this genba {genba_version()} reads version {FORMAT_VERSION}: "
+                         "upgrade genba or re-create the model with this one")
+    kind = meta.get("kind")
+    if kind not in MODEL_KINDS:
+        raise GenbaError(f"{path} is a model of kind {kind!r}, which this genba does not know (it knows "
+                         f"{', '.join(MODEL_KINDS.names())}): upgrade genba")
+    return Model(kind, meta, tensors, path)
+
+
+def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix/`, with the prefix removed."""
+    cut = len(prefix) + 1
+    return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}

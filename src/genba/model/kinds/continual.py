@@ -1,0 +1,173 @@
+"""Model kind `continual`: the continual learner of genba.continual on a frozen encoder's features.
+
+    logit_k = 100 cos(normalize(z + delta(normalize(v - c))), t_k)    (genba.continual.learner)
+
+State: the learner's state dict (class texts t of every learned class, centre c, the adapter(s)
+delta, the task router and the Tip cache when the strategy has them). The adapter structure is
+rebuilt from the strategy named in the model (task-adapters: one adapter per task; moe-adapters:
+experts + one gate per task; memory: a TipCache), then every tensor is loaded with its saved
+shape. Predictions run without a task id (the X-TAIL setting: every learned class competes; the
+router, when present, sends an image to the task it resembles or the zero-shot path).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genba.errors import GenbaError
+from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
+from genba.model.kinds.adapt import load_checked_encoder
+
+
+def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, stream_items: list[str], setting: str,
+             seed: int, val_per_class: int, caps: tuple, parent: dict | None = None) -> Model:
+    """The model of a `genba continual` run (its final learner)."""
+    if type(learner).__name__ != "Learner":
+        raise GenbaError("only the feature learner can be written as a model (not --trunk or --lora): "
+                         "drop those options to write --out's model")
+    from genba.model.learn import absolute_item
+
+    stream_items = [absolute_item(i) for i in stream_items]
+    block = result["settings"][setting]
+    hp = result["hyperparameters"]
+    classes = [c for t in stream.tasks for c in t.classnames]
+    tasks = [{"name": t.name, "offset": t.offset, "classes": t.classnames, "train_rows": len(t.train),
+              "val_rows": len(t.val), "test_rows": len(t.test)} for t in stream.tasks]
+    chosen = {"method": "given (--set) or the strategy's defaults", "train": result["selected_on"]}
+    return Model.create(
+        "continual", classes=classes, tensors={f"learner/{k}": v for k, v in learner.state_dict().items()},
+        encoder={"spec": encoder_spec, "provenance": encoder.provenance}, method=result["method"],
+        hyperparameters=hp, chosen=chosen,
+        data={"sources": [{"task": item, "train_ids": [int(i) for i in t.train.indices],
+                           "validation_ids": [int(i) for i in t.val.indices]} for item, t in zip(stream_items, stream.tasks)]},
+        metrics={"setting": setting, "accuracy_matrix": block["accuracy_matrix"], "metrics": block["metrics"]},
+        state={"stream": stream_items, "tasks": tasks, "seed": seed, "val_per_class": val_per_class,
+               "caps": list(caps), "hidden": hp.get("hidden", 0), "strategy_config": hp["method"]},
+        parent=parent)
+
+
+def _load_resizing(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """load_state_dict(strict=True) after giving every buffer the saved shape (routers and caches grow)."""
+    for key, value in state.items():
+        path, _, name = key.rpartition(".")
+        owner = module.get_submodule(path) if path else module
+        if name in owner._buffers and owner._buffers[name] is not None and owner._buffers[name].shape != value.shape:
+            owner._buffers[name] = value.clone()
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise GenbaError(f"the continual model does not match its strategy (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): re-create it with this genba")
+
+
+def rebuild_learner(model: Model):
+    """The trained genba.continual Learner of a continual model."""
+    from genba.continual.learner import Learner, MixtureAdapters, TaskAdapters, TipCache
+
+    state = prefixed(model.tensors, "learner")
+    meta = model.meta["state"]
+    cfg = meta["strategy_config"]
+    learner = Learner(state["text"], state["centre"], hidden=int(meta.get("hidden", 0)))
+    n_tasks = len(meta["tasks"])
+    if model.meta["method"] == "task-adapters":
+        learner.delta = TaskAdapters(learner.dim_visual, learner.dim, int(cfg.get("hidden", 0)), cfg.get("quantile", 0.05))
+        for _ in range(n_tasks):
+            learner.delta.add_task()
+    elif model.meta["method"] == "moe-adapters":
+        learner.delta = MixtureAdapters(learner.dim_visual, learner.dim, int(cfg["experts"]), int(cfg["hidden"]),
+                                        int(cfg["top_k"]), cfg.get("quantile", 0.05))
+        for _ in range(n_tasks):
+            learner.delta.add_task()
+    if "cache.keys" in state:
+        learner.cache = TipCache(state["text"].shape[0], float(cfg["alpha"]), float(cfg["beta"]))
+    _load_resizing(learner, state)
+    learner.set_known(state["text"].shape[0])
+    return learner.eval()
+
+
+class ContinualPredictor:
+    def __init__(self, model: Model, encoder=None) -> None:
+        self.classes = model.classes
+        self.encoder = encoder or load_checked_encoder(model.meta["encoder"])
+        self.learner = rebuild_learner(model)
+
+    def batch(self, images) -> dict:
+        from genba.features import encode_images
+
+        joint, visual = encode_images(self.encoder, images)
+        return {"x": visual, "z": joint, "task": torch.full((len(joint),), -1, dtype=torch.long)}
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return self.learner.scores(batch, torch.arange(self.learner.known))
+
+    def probabilities(self, images) -> torch.Tensor:
+        return torch.softmax(self.logits(self.batch(images)), dim=1)
+
+
+@MODEL_KINDS.register("continual", summary="continual learner: class-text adapter(s) on a frozen encoder")
+class ContinualKind(ModelKind):
+    capabilities = frozenset({"predict", "learn_task", "export"})
+
+    @classmethod
+    def onnx_graph(cls, model, predictor):
+        from genba.model.export import ProbabilityGraph
+
+        learner, encoder = predictor.learner, predictor.encoder
+        if hasattr(learner.delta, "router"):
+            raise GenbaError(f"a {model.meta['method']} learner routes each image to a task adapter (a per-image "
+                             "branch), which is not a static graph; export a learner with one shared adapter")
+
+        def forward(pixels):
+            joint, visual = encoder.encode_image_with_visual(pixels)
+            return torch.softmax(predictor.logits({"x": visual.float(), "z": joint.float(), "task": None}), dim=1)
+
+        return ProbabilityGraph(forward, [learner] + [encoder]), \
+            encoder.preprocess
+
+    @classmethod
+    def predictor(cls, model, *, cache=None, progress=False, encoder=None):
+        return ContinualPredictor(model, encoder)
+
+    @classmethod
+    def describe(cls, model):
+        tasks = model.meta["state"]["tasks"]
+        return [f"tasks: {', '.join(t['name'] for t in tasks)} ({sum(len(t['classes']) for t in tasks)} classes)",
+                f"accuracy matrix ({model.meta['metrics']['setting']}): {model.meta['metrics']['accuracy_matrix'][-1]}"]
+
+
+CONVERTIBLE = ("zeroshot", "tip-adapter")
+
+
+def from_adapt(model: Model) -> Model:
+    """A zero-shot or Tip-Adapter model (visual cache space) as the continual learner it equals:
+    zero adapter (the zero-shot path) + the continual `memory` strategy's TipCache holding the
+    support rows: 100 cos(z, t) + alpha exp(-beta (1 - v K^T)) L, the Tip-Adapter logits when the
+    method's scale is 100. So that model can learn new tasks with the continual memory strategy."""
+    from genba.continual.learner import Learner
+    from genba.continual.protocol import DEFAULT_TRAIN
+
+    method, t, state = model.meta["method"], model.tensors, model.meta["state"]
+    hp = model.meta["hyperparameters"]
+    if method not in CONVERTIBLE or state.get("space") != "visual" or "text" not in t or "centre" not in t \
+            or float(hp.get("scale", 100.0)) != 100.0:
+        raise GenbaError(f"an adapt:{method} model ({state.get('space')} space) cannot learn new tasks; adapt with "
+                         f"--method tip-adapter (or zeroshot) in the visual space, or train with `genba continual`")
+    learner = Learner(torch.nn.functional.normalize(t["text"].float(), dim=1), t["centre"].float())
+    tensors = {f"learner/{k}": v for k, v in learner.state_dict().items()}
+    alpha, beta = float(hp.get("alpha", 1.0)), float(hp.get("beta", 5.5))
+    if "support/cache" in t:
+        tensors["learner/cache.keys"] = torch.nn.functional.normalize(t["support/cache"].float(), dim=-1)
+        tensors["learner/cache.labels"] = t["support/labels"].long()
+    source = model.meta["data"]["sources"][0]
+    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta, "seed": int(state.get("seed", 0))}
+    return Model.create(
+        "continual", classes=model.classes, tensors=tensors, encoder=model.meta["encoder"], method="memory",
+        hyperparameters={"method": cfg, "train": DEFAULT_TRAIN.to_dict(), "hidden": 0},
+        chosen={"method": f"from the adapt:{method} model ({model.meta['chosen']})"},
+        data={"sources": [{"task": source["dataset"], "train_ids": source.get("support_ids", []),
+                           "validation_ids": source.get("validation_ids", [])}]},
+        metrics={"setting": "xtail", "accuracy_matrix": [[model.meta["metrics"].get("top1")]]},
+        state={"stream": [source["dataset"]], "tasks": [{"name": source["dataset"], "offset": 0, "classes": model.classes}],
+               "seed": int(state.get("seed", 0)), "val_per_class": int(state.get("val_per_class", 16)),
+               "caps": [None, None], "hidden": 0, "strategy_config": cfg},
+        command=model.meta["command"], parent=None)

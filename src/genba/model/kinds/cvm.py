@@ -1,0 +1,93 @@
+"""Model kind `cvm`: a CVM student (genba.cvm) with its concept bank, from `genba cvm train --out DIR`.
+
+logits = s * normalize(P f(x)) T^T over every class of the bank (classes known by name included);
+probabilities = softmax(logits). Pixels are prepared as in training and in the ONNX graph
+(genba.cvm.pixels: RGB, centre square crop, bilinear resize, x / 127.5 - 1). The student learns
+nothing at test time: the service refuses test-time writes into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genba.model.base import MODEL_KINDS, Model, ModelKind
+from genba.model.kinds.bundle import pack, unpacked
+
+FILES = ("model.safetensors", "concepts.safetensors", "cvm.json")
+
+
+def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None) -> Model:
+    """The model of a trained CVM model directory (its files embedded byte for byte)."""
+    import json
+
+    from genba.cvm.model_dir import load_model_dir
+
+    d = Path(model_dir)
+    objective, bank, meta = load_model_dir(d)  # checks the directory first
+    run = meta.get("run", {})
+    hp = run.get("hyperparameters", {}) if isinstance(run, dict) else {}
+    metrics = {k: v for k, v in run.items() if k in ("settings", "stream", "metrics")} if isinstance(run, dict) else {}
+    return Model.create(
+        "cvm", classes=list(bank.names), tensors=pack({name: d / name for name in FILES}),
+        encoder={"spec": f"cvm-student:{meta['student'].get('kind', meta['student'])}",
+                 "provenance": json.dumps(meta["student"], sort_keys=True), "text_model": meta.get("text_model"),
+                 "text_provenance": meta.get("text_provenance")},
+        method=f"cvm ({meta['head']['kind']} head, {meta['loss']} loss)",
+        hyperparameters={"head": meta["head"], "loss": meta["loss"], **({"run": hp} if hp else {})},
+        chosen={"loss": "first task's validation" if run.get("loss_choice") else "given or default"} if isinstance(run, dict) else {},
+        data={"sources": dataset_sources or [{"stream": run.get("stream")}] if isinstance(run, dict) else []},
+        metrics=metrics, state={"known": meta.get("known"), "licence": meta.get("licence")})
+
+
+def load_objective(model: Model):
+    from genba.cvm.model_dir import load_model_dir
+
+    with unpacked(model.tensors) as d:
+        objective, bank, meta = load_model_dir(d)
+    return objective, bank, meta
+
+
+class CVMPredictor:
+    def __init__(self, model: Model) -> None:
+        self.objective, self.bank, _ = load_objective(model)
+        self.classes = list(self.bank.names)
+        self.image_size = self.objective.student.image_size
+
+    def pixels(self, images) -> torch.Tensor:
+        from genba.cvm.pixels import normalize, resize_rgb
+
+        return torch.from_numpy(np.stack([normalize(resize_rgb(im, self.image_size)) for im in images]))
+
+    def probabilities(self, images) -> torch.Tensor:
+        with torch.no_grad():
+            logits = self.objective.head(self.objective.student(self.pixels(images)))
+        return torch.softmax(logits, dim=-1)
+
+
+@MODEL_KINDS.register("cvm", summary="CVM student mapped into a frozen language model's concept space")
+class CVMKind(ModelKind):
+    capabilities = frozenset({"predict", "export"})
+
+    @classmethod
+    def onnx_graph(cls, model, predictor):
+        from genba.cvm.pixels import normalize, resize_rgb
+
+        return None, lambda im: torch.from_numpy(normalize(resize_rgb(im, predictor.image_size)))
+
+    @classmethod
+    def onnx_bytes(cls, model, predictor, props):
+        """CVM's own graph and metadata (genba.cvm.export): `genba predict` runs it without torch."""
+        from genba.cvm.export import onnx_bytes
+
+        return onnx_bytes(predictor.objective, predictor.bank, {})
+
+    @classmethod
+    def predictor(cls, model, *, cache=None, progress=False, encoder=None):
+        return CVMPredictor(model)
+
+    @classmethod
+    def describe(cls, model):
+        return [f"student: {model.meta['encoder']['provenance']}", f"known classes (with images): {model.meta['state']['known']}"]

@@ -1,0 +1,88 @@
+"""Model kind `movit`: a MoViT (genba.movit) with its attention memory and prototypes.
+
+Inputs as in training: the scratch setting reads pixels (grayscale or RGB, resized bilinear to the
+model's size, uint8); the head setting reads the frozen backbone's final feature map at the
+model's image size (float16, as cached in training) flattened to tokens. Inference reads the
+prototypes when the model has them; nothing is written to the memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genba.model.base import MODEL_KINDS, Model, ModelKind
+from genba.model.kinds.bundle import pack, unpacked
+
+FILE = "movit.safetensors"
+
+
+def from_artefact(path: str | Path, result: dict | None = None) -> Model:
+    from genba.movit.artefact import read_meta
+
+    meta = read_meta(path)
+    prov, hp = meta["provenance"], meta["hyperparameters"]
+    metrics = {k: result[k] for k in ("test_accuracy", "n_train", "n_val", "n_test", "inference")
+               if result and k in result}
+    return Model.create(
+        "movit", classes=list(prov["classnames"]), tensors=pack({FILE: Path(path)}),
+        encoder={"spec": prov.get("backbone", "pixels"), "provenance": prov["input"]},
+        method=f"movit ({prov['setting']})", hyperparameters={k: v.get("value") if isinstance(v, dict) else v
+                                                               for k, v in hp.items()},
+        chosen={k: v.get("chosen") for k, v in hp.items() if isinstance(v, dict)},
+        data={"sources": [{"dataset": prov["dataset"], "fingerprint": prov["fingerprint"], "train_ids": prov["train_ids"]}]},
+        metrics=metrics, state={"setting": prov["setting"], "input": prov["input"],
+                                "backbone": prov.get("backbone"), "image_size": prov.get("image_size")})
+
+
+class MoViTPredictor:
+    def __init__(self, model: Model) -> None:
+        from genba.movit.artefact import load_artefact
+
+        with unpacked(model.tensors) as d:
+            self.model, meta = load_artefact(d / FILE)
+        self.classes = model.classes
+        self.state = model.meta["state"]
+        if self.state["setting"] == "head":
+            from genba.movit.head import backbone, input_name
+
+            self.backbone = backbone(self.state["backbone"])
+            if input_name(self.backbone, self.state["image_size"]) != self.state["input"]:
+                from genba.errors import GenbaError
+
+                raise GenbaError(f"the model reads {self.state['input']!r} but the backbone now gives "
+                                 f"{input_name(self.backbone, self.state['image_size'])!r}: use the weights it was trained on")
+
+    def inputs(self, images) -> torch.Tensor:
+        if self.state["setting"] == "head":
+            from genba.movit.head import STAGE, to_tokens
+
+            size = int(self.state["image_size"])
+            with torch.inference_mode():
+                pixels = torch.stack([self.backbone.preprocess(im, size) for im in images])
+                fmap = self.backbone.forward_features(pixels.contiguous(memory_format=torch.channels_last), until=STAGE)
+            return to_tokens(fmap.contiguous().half())
+        size, _, channels = (int(v) for v in self.state["input"].split(":", 1)[1].split("x"))
+        mode = "L" if channels == 1 else "RGB"
+        arrays = [np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR)) for im in images]
+        return torch.from_numpy(np.stack([a[None] if channels == 1 else a.transpose(2, 0, 1) for a in arrays]))
+
+    def probabilities(self, images) -> torch.Tensor:
+        return torch.softmax(self.model.predict_logits(self.inputs(images)).float(), dim=-1)
+
+
+@MODEL_KINDS.register("movit", summary="MoViT: a transformer reading an external attention memory")
+class MoViTKind(ModelKind):
+    capabilities = frozenset({"predict"})
+
+    @classmethod
+    def predictor(cls, model, *, cache=None, progress=False, encoder=None):
+        return MoViTPredictor(model)
+
+    @classmethod
+    def describe(cls, model):
+        s = model.meta["state"]
+        return [f"setting: {s['setting']}, input {s['input']}"]
