@@ -108,7 +108,7 @@ def learn_task(model_path, task: str, out, *, cache=None, progress: bool = False
     if learner.cache is not None:
         learner.cache.num_classes = stream.num_classes
     hp = model.meta["hyperparameters"]
-    method_hp = {k: v for k, v in hp["method"].items() if k != "path"}  # the replay buffer lives in memory here
+    method_hp = {k: v for k, v in hp["method"].items() if k not in ("path", "seed")}  # buffer in memory; the seed is the stream's
     strategy = make_strategy(model.meta["method"], seed=state["seed"], learner=learner, **method_hp)
     train = TrainConfig().replace(**hp["train"])
     before = evaluate(learner, stream, setting)
