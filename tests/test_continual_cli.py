@@ -155,3 +155,15 @@ def test_one_task_grammar_reads_class_names_and_shots():
         TaskSpec("a", names=("cow",)).class_indices(["cat", "dog"])
     with pytest.raises(GenbaError, match=">= 1"):
         parse_stream("a[cat]x0")
+
+
+def test_a_stream_of_class_names_with_shots(folders, tmp_path, capsys, one_thread):
+    colors, shapes, _ = folders
+    js = tmp_path / "r.json"
+    code, _, err = run(["--stream", f"folder:{colors}[red|green]x3,folder:{shapes}", "--method", "finetune",
+                        "--control", "none", "--set", "train.epochs=1", "--json", str(js)], capsys)
+    assert code == 0, err
+    result = json.loads(js.read_text())
+    assert result["rows"]["train"][0] == 2 * 3  # 3 training images of each named class (after 1 validation image)
+    code, _, err = run(["--stream", f"folder:{colors}[red|cow],folder:{shapes}", "--method", "finetune"], capsys)
+    assert code == 2 and "no class 'cow'" in err

@@ -1,6 +1,10 @@
-"""`--set key=value` pairs from the command line -> typed values (every sub-command parses them so)."""
+"""`--set key=value` pairs from the command line -> typed values (every sub-command parses them so),
+and the one builder of a hyperparameter dataclass from such values (methods and continual strategies)."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 from genba.errors import GenbaError
 
@@ -22,3 +26,29 @@ def parse_set_pairs(pairs: list[str]) -> dict:
         except ValueError:
             values[key] = value
     return values
+
+
+def build_config(cls, values: dict, what: str, coerce: Callable[[str, object], object] | None = None):
+    """`cls(**values)` for a config dataclass, with one set of checks for every registry: unknown
+    keys refused (listing the valid ones), dotted `train.KEY` values applied to a nested `train`
+    TrainConfig (or `train={...}`), `coerce(key, value)` per value when given, and a config's own
+    range checks (ValueError / TypeError in __post_init__) turned into a GenbaError naming `what`."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = dict(values or {})
+    nested = {k.split(".", 1)[1]: values.pop(k) for k in list(values) if k.startswith("train.")}
+    if nested and "train" not in fields:
+        raise GenbaError(f"{what} does not train, so it takes no train.* settings; valid: {', '.join(fields) or '(none)'}")
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise GenbaError(f"unknown hyperparameter(s) {', '.join(unknown)} for {what}; "
+                         f"valid: {', '.join(fields) or '(none)'}" + (", train.*" if "train" in fields else ""))
+    out = {k: coerce(k, v) if coerce else v for k, v in values.items() if k != "train"}
+    if "train" in fields:
+        given = values.get("train", {})
+        given = dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given)
+        out["train"] = fields["train"].default_factory().replace(**{**given, **nested})
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as error:
+        raise GenbaError(f"bad hyperparameter for {what}: {error}") from error
+

@@ -10,16 +10,17 @@ persisted replay buffer), `metrics` (accuracy matrix, Transfer / Avg / Last, BWT
 Forgetting, drift, CKA), `protocol` (the MTIL / X-TAIL run), `peft_lora` (LoRA through
 `peft` for hf: CLIP checkpoints), `cli`.
 
-The strategy contract (reused by other genba packages, e.g. continual visual mapping):
+The strategy contract (reused by other genba packages, e.g. continual visual mapping), driven by
+the one task loop `genba.continual.loop.run_tasks`:
 
     from genba.continual.strategies import make_strategy
-    strategy = make_strategy("replay", buffer_size=500)   # unknown name / hyperparameter -> GenbaError
-    for t, task_data in enumerate(tasks):
-        strategy.begin_task(objective, t)                 # optional hook (e.g. add a per-task adapter)
-        data = strategy.task_data(task_data, t)          # -> TrainData (replay mixes buffer rows in)
-        if strategy.trains:
-            genba.train.fit(objective, data, cfg, callbacks=strategy.callbacks(objective))
-        strategy.end_task(objective, task_data, t)       # update buffer / Fisher / previous-model snapshot
+    strategy = make_strategy("replay", seed=run_seed, learner=objective, buffer_size=500)
+    # unknown name / hyperparameter, or a learner lacking what the method `requires` -> GenbaError
+    records, evaluations = run_tasks(objective, steps, strategy, train_config, evaluate=...)
+    # per task t: objective.install(strategy.begin_task(objective, t))   modules the strategy adds
+    #             data = strategy.task_data(task_data, t)                 replay mixes buffer rows in
+    #             if strategy.trains: genba.train.fit(objective, data, cfg, callbacks=strategy.callbacks(objective))
+    #             strategy.end_task(objective, task_data, t)              buffer / Fisher / snapshot
 
 `objective` is a `ContinualObjective`: a `genba.train.Objective` whose
   * `forward(batch)` is the task loss (mean over the batch rows),
@@ -31,6 +32,8 @@ The strategy contract (reused by other genba packages, e.g. continual visual map
   * optional: `embed(batch) -> (B, D)` unit image embeddings (ZSCL distils their similarity
     to a reference vocabulary; drift metrics read them), `reference_batch(x)` building a
     batch from reference inputs.
+  * `provides` / `slots` (genba.continual.objective): the capabilities it offers strategies and
+    the attributes strategy modules are installed into.
 Strategies only use this interface, so any model that implements it gets replay, LwF, EWC,
 L2 and the rest without change.
 """

@@ -9,7 +9,6 @@ and wrongly typed values with a GenbaError that lists what is valid.
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 
 from genba.errors import GenbaError
@@ -50,26 +49,12 @@ def make_config(name: str, overrides: dict | None = None):
     Trained methods hold their training settings in a nested `train` TrainConfig; override them
     with dotted keys ({"train.lr": 1e-3}, `--set train.lr=1e-3` on the CLI) or train={...}.
     """
+    from genba.settings import build_config
+
     cls = get_method(name).config_cls
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    overrides = dict(overrides or {})
-    nested = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k.startswith("train.")}
-    if nested and "train" not in fields:
-        raise GenbaError(f"method {name!r} does not train, so it takes no train.* settings; "
-                         f"valid: {', '.join(fields)}")
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise GenbaError(f"unknown hyperparameter(s) {', '.join(unknown)} for method {name!r}; "
-                         f"valid: {', '.join(fields)}" + (", train.*" if "train" in fields else ""))
     hints = typing.get_type_hints(cls)
-    values = {k: _coerce(cls, k, v, hints[k].__name__ if hasattr(hints[k], "__name__") else hints[k])
-              for k, v in overrides.items() if k != "train"}
-    if "train" in fields:
-        base = fields["train"].default_factory()
-        given = overrides.get("train", {})
-        given = dataclasses.asdict(given) if dataclasses.is_dataclass(given) else dict(given)
-        values["train"] = base.replace(**{**given, **nested})
-    return cls(**values)
+    coerce = lambda k, v: _coerce(cls, k, v, hints[k].__name__ if hasattr(hints[k], "__name__") else hints[k])  # noqa: E731
+    return build_config(cls, overrides or {}, f"method {name!r}", coerce)
 
 
 def create_method(name: str, **overrides):

@@ -72,21 +72,14 @@ def register_cli(commands, common) -> None:
 
 def _train_config(pairs: list[str], seed: int):
     """--set train.KEY=VALUE pairs over the SAK defaults -> TrainConfig (unknown keys: one clear error)."""
+    from genba.settings import parse_set_pairs
     from genba.train import TrainConfig
 
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.startswith("train."):
-            raise GenbaError(f"--set takes train.KEY=VALUE, got '{pair}'")
-        name = key[len("train."):]
-        if value.lower() in ("true", "false"):
-            overrides[name] = value.lower() == "true"
-            continue
-        try:
-            overrides[name] = int(value) if value.lstrip("-").isdigit() else float(value)
-        except ValueError:
-            overrides[name] = value
+    values = parse_set_pairs(pairs)  # the one --set parser
+    bad = [k for k in values if not k.startswith("train.")]
+    if bad:
+        raise GenbaError(f"--set takes train.KEY=VALUE, got '{bad[0]}=...'")
+    overrides = {k[len("train."):]: v for k, v in values.items()}
     return TrainConfig(**{**DEFAULTS, "seed": seed}).replace(**overrides)
 
 

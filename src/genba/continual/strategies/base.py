@@ -30,7 +30,7 @@ learner (buffers, Fisher, snapshots, caches).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
@@ -120,16 +120,10 @@ def check_compatible(name: str, learner) -> None:
 
 def make_config(name: str, hp: dict):
     """The hyperparameter dataclass of strategy `name` with `hp` applied (unknown keys refused)."""
+    from genba.settings import build_config
+
     cls = STRATEGIES.get(name).config_cls  # unknown name -> GenbaError listing the valid ones
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(hp) - set(valid))
-    if unknown:
-        raise GenbaError(f"unknown hyperparameter(s) {', '.join(unknown)} for method '{name}'; "
-                         f"valid: {', '.join(valid) or '(none)'}")
-    try:
-        return cls(**hp)
-    except (TypeError, ValueError) as error:
-        raise GenbaError(f"bad hyperparameter for method '{name}': {error}") from error
+    return build_config(cls, hp, f"method '{name}'")
 
 
 def make_strategy(name: str, *, seed: int = 0, learner=None, **hp) -> Strategy:
