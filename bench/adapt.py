@@ -48,8 +48,19 @@ VIEWS_SUFFIX = "views"
 
 
 def registered(method: str) -> type:
-    """The method class of a row name (`tip-adapter-f+10views` -> tip-adapter-f)."""
-    return get_method(method.split("+")[0])
+    """The method class of a row name (`tip-adapter-f+10views`, `tip-adapter-f@x` -> tip-adapter-f)."""
+    return get_method(method.split("+")[0].split("@")[0])
+
+
+def parse_variant(text: str) -> tuple[str, str, dict]:
+    """'ROW=METHOD:key=value,key=value' -> (row name, method, overrides)."""
+    from genba.settings import parse_set_pairs
+
+    row, _, rest = text.partition("=")
+    method, _, pairs = rest.partition(":")
+    if not row or not method:
+        raise SystemExit(f"--variant takes ROW=METHOD:key=value,..., got {text!r}")
+    return row, method, parse_set_pairs([p for p in pairs.split(",") if p])
 
 
 def uses_labels(method: str) -> bool:
@@ -62,12 +73,12 @@ def runs_of(method: str, args) -> list[dict]:
     return sweep(shots=args.shots if uses_labels(method) else [0], select=selects)
 
 
-def variants(args) -> list[tuple[str, str, int]]:
-    """(row name, method, support views) of every method run."""
-    rows = [(m, m, 1) for m in args.methods]
+def variants(args) -> list[tuple[str, str, int, dict]]:
+    """(row name, method, support views, overrides) of every method run."""
+    rows = [(m, m, 1, {}) for m in args.methods]
     if args.support_views > 1:
-        rows += [(f"{m}+{args.support_views}{VIEWS_SUFFIX}", m, args.support_views) for m in args.views_methods]
-    return rows
+        rows += [(f"{m}+{args.support_views}{VIEWS_SUFFIX}", m, args.support_views, {}) for m in args.views_methods]
+    return rows + [(row, m, 1, over) for row, m, over in map(parse_variant, args.variant)]
 
 
 def ood_features(encoder, name, args, cache):
@@ -93,10 +104,11 @@ def run_dataset(encoder, name, args, cache) -> list[RunRecord]:
         data.view_pool = view_pool(dataset, args)
     records = []
     for seed in args.seeds:
-        for row, method, support_views in variants(args):
+        for row, method, support_views, overrides in variants(args):
             for point in runs_of(method, args):
                 start = time.perf_counter()
-                spec = AdaptSpec(method=method, seed=seed, space=args.space, support_views=support_views, **point)
+                spec = AdaptSpec(method=method, seed=seed, space=args.space, support_views=support_views,
+                                 overrides=overrides, **point)
                 result = run_adapt(encoder, dataset, spec, data=data, cache=cache)
                 result.pop("selection_table")
                 result.update(method=row, ood_dataset=ood_name)
@@ -156,7 +168,7 @@ def tip_f_section(rows, datasets, shots) -> str:
         sel = "val" if registered(method).selection_grid else "fixed"
         return {r.seed: r for r in rows if r.method == method and r.dataset == ds and r.shots == k and r.selected_on == sel}
 
-    new = [m for m in ("tip-adapter-f", *sorted({r.method for r in rows if r.method.startswith("tip-adapter-f+")}))
+    new = [m for m in ("tip-adapter-f", *sorted({r.method for r in rows if r.method.startswith(("tip-adapter-f+", "tip-adapter-f@"))}))
            if any(r.method == m for r in rows)]
     if "tip-adapter-f-legacy" not in {r.method for r in rows} or not new:
         return "n/a: run tip-adapter-f and tip-adapter-f-legacy."
@@ -171,18 +183,19 @@ def tip_f_section(rows, datasets, shots) -> str:
                 diffs.append("n/a" if not d else format_mean_std(d) + (" (within noise)" if noisy else ""))
             lines.append([m, ds] + diffs)
         for ds in datasets:
-            picks = [(r.hyperparameters.get("alpha"), r.hyperparameters.get("beta")) for r in rows
-                     if r.method == m and r.dataset == ds and r.hyperparameters.get("alpha") is not None]
-            if picks:
-                found.append([m, ds, f"{min(p[0] for p in picks):.2f}-{max(p[0] for p in picks):.2f}",
-                              f"{min(p[1] for p in picks):.2f}-{max(p[1] for p in picks):.2f}"])
+            mine = [r.hyperparameters for r in rows if r.method == m and r.dataset == ds and r.hyperparameters.get("alpha") is not None]
+            if mine:
+                span = lambda k: f"{min(h[k] for h in mine):.2f}-{max(h[k] for h in mine):.2f}"  # noqa: E731
+                h0 = mine[0]
+                found.append([m, ds, f"{h0['init_alpha']:g}, {h0['init_beta']:g}",
+                              f"[0.1, {h0['search_beta_max']:g}) x {h0['search_beta_steps']}, [0.1, {h0['search_alpha_max']:g}) x "
+                              f"{h0['search_alpha_steps']}", span("alpha"), span("beta")])
     return ("Top-1 of each reference-faithful row minus tip-adapter-f-legacy (its alpha, beta chosen on validation by "
             "retraining at every grid point), paired by seed; mean ± std over seeds; 'within noise': |mean| <= std.\n\n"
             + markdown_table(["method", "dataset"] + [f"{k}-shot" for k in shots], lines)
-            + "\n\nalpha and beta found by the post-training search on validation (range over seeds and shots; "
-            "training used init_alpha 1.17, init_beta 1, the reference's ImageNet config; search grid beta in "
-            "[0.1, 7), 200 steps x alpha in [0.1, 3), 20 steps):\n\n"
-            + markdown_table(["method", "dataset", "alpha", "beta"], found))
+            + "\n\nTraining alpha, beta, the search grid (beta range x steps, alpha range x steps) and the alpha and "
+            "beta found by the post-training search on validation (range over seeds and shots):\n\n"
+            + markdown_table(["method", "dataset", "train alpha, beta", "search grid", "alpha found", "beta found"], found))
 
 
 def main() -> None:
@@ -194,11 +207,13 @@ def main() -> None:
     parser.add_argument("--max-test", type=int, default=1000)
     parser.add_argument("--support-views", type=int, default=1, help="also run --views-methods with this many support views")
     parser.add_argument("--views-methods", nargs="*", default=["tip-adapter-f"])
+    parser.add_argument("--variant", action="append", default=[], metavar="ROW=METHOD:key=value,...",
+                        help="also run METHOD with these hyperparameters, recorded as ROW")
     parser.add_argument("--merge", action="store_true", help="keep other rows of the existing adapt.json")
     parser.add_argument("--tables-only", action="store_true", help="rebuild adapt.md and adapt.png from adapt.json, run nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)  # per-query streams are tiny ops; two threads only spin on this CPU
-    for m in args.methods + args.views_methods:
+    for m in args.methods + args.views_methods + [parse_variant(v)[1] for v in args.variant]:
         get_method(m)
     writer = ResultWriter("adapt", RESULTS)
     if args.tables_only:  # nothing runs: the file's rows and commands as they are
@@ -206,7 +221,7 @@ def main() -> None:
     else:
         encoder, cache = load_encoder(args.encoder), TensorCache(args.cache_dir)
         ran = installed_datasets(args.datasets)
-        names = [row for row, _, _ in variants(args)]
+        names = [row for row, *_ in variants(args)]
         log = ResultLog(writer, keep=(lambda r: not (r.method in names and r.dataset in ran)) if args.merge else None)
         for name in ran:
             log.add(run_dataset(encoder, name, args, cache))  # progress survives a crash
