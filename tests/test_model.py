@@ -144,3 +144,19 @@ def test_bad_images_are_skipped_counted_and_foreign_files_refused(folders, tmp_p
         assert main(["model", "show", str(bad)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and why in err, err
+
+
+def test_version_and_kinds_registry(capsys):
+    from genba import __version__
+    from genba.model import kinds  # noqa: F401
+    from genba.model.base import MODEL_KINDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"genba {__version__}"
+    assert main(["model", "kinds"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in MODEL_KINDS.names())
+    assert "test_time_writes" in MODEL_KINDS.get("adapt:dmn-tf").capabilities
+    assert "export" not in MODEL_KINDS.get("adapt:tda").capabilities
+    assert "test_time_writes" not in MODEL_KINDS.get("cvm").capabilities
