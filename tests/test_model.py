@@ -144,3 +144,49 @@ def test_bad_images_are_skipped_counted_and_foreign_files_refused(folders, tmp_p
         assert main(["model", "show", str(bad)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and why in err, err
+
+
+def test_version_and_kinds_registry(capsys):
+    from genba import __version__
+    from genba.model import kinds  # noqa: F401
+    from genba.model.base import MODEL_KINDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"genba {__version__}"
+    assert main(["model", "kinds"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in MODEL_KINDS.names())
+    assert "test_time_writes" in MODEL_KINDS.get("adapt:dmn-tf").capabilities
+    assert "export" not in MODEL_KINDS.get("adapt:tda").capabilities
+    assert "test_time_writes" not in MODEL_KINDS.get("cvm").capabilities
+
+
+@pytest.mark.parametrize("strategy", ["replay", "task-adapters"])
+def test_continual_model_learns_a_new_task_as_the_next_version(folders, tmp_path, capsys, strategy, one_thread):
+    import shutil
+
+    site, new = folders
+    first, second = tmp_path / "a", tmp_path / "b"
+    for target, classes in ((first, ("stripes", "bars")), (second, ("checks",))):
+        for c in classes:
+            shutil.copytree(site / c, target / c)
+    shutil.copytree(new / "dots", second / "dots")
+    run = tmp_path / "run"
+    assert main(["continual", "--stream", f"folder:{first},folder:{second}", "--strategy", strategy, "--setting",
+                 "xtail", "--encoder", "tiny", "--control", "none", "--val-per-class", "4", "--set", "train.epochs=2",
+                 "--out", str(run), "--quiet", "--no-cache"]) == 0
+    before = (run / "model.genba").read_bytes()
+    capsys.readouterr()
+    diagonal = tmp_path / "c"
+    shutil.copytree(new / "diagonal", diagonal / "diagonal")
+    shutil.copytree(site / "stripes", diagonal / "stripes_again")
+    assert main(["learn", "--model", str(run), "--dataset", f"folder:{diagonal}", "--out", str(tmp_path / "v2.genba"),
+                 "--quiet", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("| earlier |") == 2 and out.count("| new |") == 1 and "model version 2" in out
+    assert (run / "model.genba").read_bytes() == before  # the earlier version is kept as it was
+    meta = json.loads(_show_json(tmp_path / "v2.genba"))
+    assert meta["version"] == 2 and meta["parent"]["version"] == 1 and meta["method"] == strategy
+    assert meta["classes"] == ["bars", "stripes", "checks", "dots", "diagonal", "stripes again"]
+    assert len(meta["state"]["tasks"]) == 3

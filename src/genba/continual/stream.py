@@ -12,7 +12,7 @@ images per class), and `name#N` (N class-incremental tasks).
 Global class indices follow the stream: task t's classes are offset_t .. offset_t + c_t - 1,
 so the classes known after task t are a prefix. Splits: each task's test split is the
 dataset's, optionally capped at `max_test_per_class` (the same seeded subset for every seed);
-validation (`val_per_class`) is carved from its train split with the seed
+validation (`val_per_class`, at most a quarter of the smallest class: genba.data.splits.shrunk_val) is carved from its train split with the seed
 (genba.data.train_val_split), and training rows are the rest, optionally capped at
 `max_train_per_class` (with the seed). The control task never enters the stream.
 """
@@ -27,6 +27,7 @@ import torch
 
 from genba.cache import TensorCache
 from genba.data import load_dataset, train_val_split
+from genba.data.splits import shrunk_val
 from genba.encoders.base import Encoder
 from genba.errors import GenbaError
 from genba.features import Features, extract_features
@@ -199,7 +200,7 @@ def build_task(spec: TaskSpec, dataset, encoder: Encoder, cache: TensorCache | N
     test_idx = _cap(labels, in_task(dataset.splits["test"]), max_test_per_class, TEST_CAP_SEED, 11)
     if len(train_idx) == 0 or len(test_idx) == 0:
         raise GenbaError(f"task '{spec.name}' has no train or no test images of its classes")
-    pool, val_idx = train_val_split(dataset, train_idx, val_per_class=val_per_class, seed=seed)
+    pool, val_idx = train_val_split(dataset, train_idx, val_per_class=shrunk_val(dataset, val_per_class), seed=seed)
     cap = min(c for c in (max_train_per_class, spec.shots) if c) if (max_train_per_class or spec.shots) else None
     pool = _cap(labels, pool, cap, seed, 12)
     feats = {}

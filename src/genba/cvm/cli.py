@@ -84,6 +84,8 @@ def cmd_train(args) -> int:
     cache = None if args.no_cache else TensorCache(args.cache_dir)
     result = run_stream(cfg, cache=cache, out_dir=args.out, progress=not args.quiet)
     result.pop("_objective")
+    for name, n_train, n_val in zip(result["stream"], result["rows"]["train"], result["rows"]["val"]):
+        print(f"{name}: training {n_train} / validation {n_val} images (validation: at most a quarter of each class)")
     for setting, block in result["settings"].items():
         matrix = block["accuracy_matrix"]
         print(f"\n{setting.upper()} accuracy matrix (rows: before training, then after each task)")

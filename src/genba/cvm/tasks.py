@@ -6,7 +6,7 @@ classes seen so far" is always a prefix of the label space. A later TaskSpec wit
 names and `shots` = K brings their first images (classes improve once a few images arrive).
 
 Per task (fixed split seed 0, the same for every method and run seed): validation =
-`val_per_class` train images per class (genba.data.splits.train_val_split, train split only);
+`val_per_class` train images per class, at most a quarter of the smallest class (genba.data.splits.shrunk_val; train split only);
 training pool = the rest, capped at `max_train` rows (seeded, stratified); test = at most
 `max_test` rows of the test split (seeded, stratified). `imbalance` = m > 0 keeps all training
 rows of the task's first class and m rows of every other class (one class holds most images).
@@ -23,7 +23,7 @@ import torch
 
 from genba.cache import TensorCache
 from genba.cvm.pixels import resize_rgb
-from genba.data.splits import stratified_split, train_val_split
+from genba.data.splits import shrunk_val, stratified_split, train_val_split
 from genba.errors import GenbaError
 
 SPLIT_SEED = 0
@@ -150,7 +150,8 @@ def build_tasks(specs: list[TaskSpec], size: int, cache: TensorCache | None, *, 
         chosen = list(spec.only or ds.classnames)
         local = [ds.classnames.index(n) for n in chosen]
         with_images = [ds.classnames.index(n) for n in chosen if n not in spec.name_only]
-        pool, val = train_val_split(ds, val_per_class=val_per_class, seed=SPLIT_SEED)
+        # validation shrinks with small folders (genba.data.splits.shrunk_val: at most a quarter of a class)
+        pool, val = train_val_split(ds, val_per_class=shrunk_val(ds, val_per_class), seed=SPLIT_SEED)
         pool = pool[np.isin(ds.labels[pool], with_images)]
         val = val[np.isin(ds.labels[val], with_images)]
         if spec.shots:

@@ -168,6 +168,13 @@ class SplitPlan:
                 f"(the smallest class, '{self.smallest_class}', has {self.train_smallest} in the train split)")
 
 
+def shrunk_val(data: "Dataset", requested: int) -> int:
+    """Validation images per class under the one rule: at most a quarter of the smallest class's
+    train-split images (at least 1), so a small folder keeps three quarters for training."""
+    counts = np.bincount(np.asarray(data.labels)[data.splits["train"]], minlength=len(data.classnames))
+    return min(int(requested), max(1, int(counts[counts > 0].min()) // 4)) if counts.any() else int(requested)
+
+
 def plan_split(data: "Dataset", shots: int | str, val_per_class: int | str = "auto") -> SplitPlan:
     """The one validation rule, checked before any feature is extracted.
 

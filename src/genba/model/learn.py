@@ -26,8 +26,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from genba.errors import GenbaError
 from genba.model.base import MODEL_KINDS, load_model, save_model
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from genba.errors import GenbaError
-from genba.model.base import MODEL_KINDS, Model
+from genba.model.base import Model
 
 SOURCE_BATCH = 64
 

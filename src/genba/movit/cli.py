@@ -85,6 +85,17 @@ def cmd_train(args) -> int:
     write_json(args.out / "results.json", result)
     print(json.dumps({k: result[k] for k in ("dataset", "setting", "fraction", "memory", "n_train", "test_accuracy",
                                              "inference", "seconds_train")}))
+    import numpy as np
+    import torch
+
+    from genba.metrics import classification_metrics
+
+    y = torch.as_tensor(dataset.labels[dataset.splits["test"]])
+    m = classification_metrics(model.predict_logits(inputs.x_test).argmax(1), y, dataset.num_classes)
+    counts = np.bincount(y.numpy(), minlength=dataset.num_classes)
+    print(f"{dataset.name}: training {result['n_train']} / validation {result['n_val']} images; test top-1 "
+          f"{m['top1']:.1f}%, balanced {m['balanced_accuracy']:.1f}% (chance {100 / dataset.num_classes:.1f}%, "
+          f"majority {100 * counts.max() / max(1, counts.sum()):.1f}%)", file=sys.stderr)
     print(f"genba movit: model {model_path}, results {args.out / 'results.json'}", file=sys.stderr)
     return 0
 

@@ -89,8 +89,6 @@ def rebuild_method(model: Model):
 
 class AdaptPredictor:
     def __init__(self, model: Model, encoder=None) -> None:
-        from genba.methods import Feats  # noqa: F401  (imported for the error path below)
-
         self.classes = model.classes
         self.encoder = encoder or load_checked_encoder(model.meta["encoder"])
         self.method = rebuild_method(model)

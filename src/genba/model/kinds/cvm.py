@@ -27,19 +27,18 @@ def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None
 
     d = Path(model_dir)
     objective, bank, meta = load_model_dir(d)  # checks the directory first
-    run = meta.get("run", {})
-    hp = run.get("hyperparameters", {}) if isinstance(run, dict) else {}
-    metrics = {k: v for k, v in run.items() if k in ("settings", "stream", "metrics")} if isinstance(run, dict) else {}
+    run = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    train = run.get("hyperparameters", {})
     return Model.create(
         "cvm", classes=list(bank.names), tensors=pack({name: d / name for name in FILES}),
-        encoder={"spec": f"cvm-student:{meta['student'].get('kind', meta['student'])}",
-                 "provenance": json.dumps(meta["student"], sort_keys=True), "text_model": meta.get("text_model"),
-                 "text_provenance": meta.get("text_provenance")},
+        encoder={"spec": "cvm-student", "provenance": json.dumps(meta["student"], sort_keys=True),
+                 "text_model": meta.get("text_model"), "text_provenance": meta.get("text_provenance")},
         method=f"cvm ({meta['head']['kind']} head, {meta['loss']} loss)",
-        hyperparameters={"head": meta["head"], "loss": meta["loss"], **({"run": hp} if hp else {})},
-        chosen={"loss": "first task's validation" if run.get("loss_choice") else "given or default"} if isinstance(run, dict) else {},
-        data={"sources": dataset_sources or [{"stream": run.get("stream")}] if isinstance(run, dict) else []},
-        metrics=metrics, state={"known": meta.get("known"), "licence": meta.get("licence")})
+        hyperparameters={"head": meta["head"], "loss": meta["loss"], "run": train},
+        chosen={"loss": run.get("selected_on", "given or default")},
+        data={"sources": dataset_sources or [{"dataset": s} for s in run.get("stream", [])]},
+        metrics={k: v for k, v in run.items() if k in ("settings", "stream")},
+        state={"known": meta.get("known"), "licence": meta.get("licence")})
 
 
 def load_objective(model: Model):
