@@ -316,3 +316,22 @@ def test_docs_are_served_from_installed_assets(client):
     js = client.get("/docs/swagger-ui-bundle.js")
     assert js.status_code == 200 and len(js.content) > 100_000 and "SwaggerUIBundle" in js.text[:5000]
     assert client.get("/docs/../../etc/passwd").status_code == 404 and client.get("/docs/favicon.png").status_code == 404
+
+
+@web
+def test_create_and_support_run_once_per_idempotency_key(client):
+    body = {"classnames": list(COLORS), "encoder": "tiny", "name": "double click"}
+    key = {**ADMIN, "Idempotency-Key": "create-1"}
+    a, b = (client.post("/memories", headers=key, json=body) for _ in range(2))
+    assert a.status_code == b.status_code == 201 and a.json() == b.json()
+    assert len(client.get("/memories", headers=ADMIN).json()["memories"]) == 1
+    memory_id = a.json()["id"]
+    items = [(f"{n}.png", png(rgb), "image/png") for n, rgb in COLORS.items()]
+    once = {**ADMIN, "Idempotency-Key": "support-1"}
+    for _ in range(2):
+        r = client.post(f"/memories/{memory_id}/support", headers=once, files=files(items), data={"labels": list(COLORS)})
+        assert r.status_code == 200
+    assert sum(client.app.state.service.store.fill(memory_id)["static"]) == 3
+    audit = client.get(f"/memories/{memory_id}/audit", headers=ADMIN).json()["audit"]
+    assert [a["action"] for a in audit][::-1] == ["create", "create (repeat, not run again)", "support",
+                                                  "support (repeat, not run again)"]

@@ -162,9 +162,8 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
 
     @app.post("/memories", status_code=201, summary="create a memory (admin)", dependencies=[Depends(admin), Depends(json_only)])
     def create(body: CreateMemory, request: Request) -> dict:
-        out = service.create(body.model_dump())
-        routes.console.audit(service, out["id"], actor(request), "create", {"method": body.method, "encoder": body.encoder})
-        return out
+        return guarded(request, None, "create", {"method": body.method, "encoder": body.encoder, "name": body.name},
+                       lambda: service.create(body.model_dump()))
 
     @app.get("/memories", summary="list memories (admin)", dependencies=[Depends(admin)])
     def list_memories() -> dict:
@@ -191,9 +190,8 @@ def create_app(store_path, admin_token: str, *, limits: Limits | None = None,
         data = await form(request, files=limits.max_files)
         files = await uploads(data.getlist("files"))
         labels, sources = [str(v) for v in data.getlist("labels")], [str(v) for v in data.getlist("source_ids")]
-        out = await run_in_threadpool(service.add_support, memory_id, files, labels, sources)
-        routes.console.audit(service, memory_id, actor(request), "support", {"added": out["added"]})
-        return out
+        return await run_in_threadpool(guarded, request, memory_id, "support", {"images": len(files)},
+                                       lambda: service.add_support(memory_id, files, labels, sources))
 
     @app.post("/memories/{memory_id}/predict", summary="predict on images (optionally a test-time update)",
               openapi_extra=_multipart({"files": "files", "update": "boolean", "source_ids": "strings"}))

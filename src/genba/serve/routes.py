@@ -88,15 +88,18 @@ def register(app: FastAPI, service, member, json_only) -> tuple:
         key = idempotency_key(request)
         ran = []
 
+        def owner(result):  # a created memory is audited under its new id
+            return memory_id or (result.get("id") if isinstance(result, dict) else None)
+
         def first():
             ran.append(True)
             result = fn()
-            console.audit(service, memory_id, actor(request), action, detail)
+            console.audit(service, owner(result), actor(request), action, detail)
             return result
 
         result = once.run(None if key is None else (actor(request), memory_id, action, key), first)
         if not ran:
-            console.audit(service, memory_id, actor(request), action + " (repeat, not run again)", detail)
+            console.audit(service, owner(result), actor(request), action + " (repeat, not run again)", detail)
         return result
 
     @app.get("/memories/{memory_id}/console.json", summary="what the console shows for one memory")
