@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
     common.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    from genba.device import add_cli_options
+
+    add_cli_options(common)  # --device, --precision on every command that takes the common options
     parser = argparse.ArgumentParser(prog="genba", description="Adapt vision(-language) foundation models on site.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -170,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        return args.run(args)
+        from genba.device import CPU, resolve, use
+
+        hardware = resolve(args.device, args.precision) if hasattr(args, "device") else CPU
+        with use(hardware):
+            return args.run(args)
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)
         return 2

@@ -53,8 +53,10 @@ class Features:
 
 
 def feature_key(encoder: ImageEncoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
-    """The cache key: every input that determines the features."""
-    return {
+    """The cache key: every input that determines the features. A reduced precision (bf16/fp16
+    autocast) computes other numbers, so it enters the key; fp32 on any device does not (the same
+    function up to float rounding), which keeps every fp32 key exactly as it always was."""
+    key = {
         "version": FEATURES_VERSION,
         "encoder": encoder.provenance,
         "dataset": dataset.name,
@@ -62,6 +64,10 @@ def feature_key(encoder: ImageEncoder, dataset: "Dataset", split: str, transform
         "split": split,
         "transform": transform.name if transform else "none",
     }
+    precision = encoder.hardware.precision
+    if precision != "fp32":
+        key["precision"] = precision
+    return key
 
 
 def encode_images(encoder: ImageEncoder, images: Iterable[Image.Image], *, transform: ImageTransform | None = None,

@@ -155,7 +155,7 @@ class ConseEncoder(VisionLanguageEncoder):
     @cached_property
     def linear_map(self) -> torch.Tensor:
         """(1280, 384) ridge solution M = (W^T W + lam I)^-1 W^T T, W = classifier weights."""
-        weights = self.image_model._fc.weight.detach().double()  # (1000, 1280)
+        weights = self.image_model._fc.weight.detach().cpu().double()  # (1000, 1280)
         targets = self.class_text.double()  # (1000, 384)
         gram = weights.T @ weights + self.options.ridge * torch.eye(weights.shape[1], dtype=torch.float64)
         return torch.linalg.solve(gram, weights.T @ targets).float()
@@ -167,17 +167,23 @@ class ConseEncoder(VisionLanguageEncoder):
 
     @torch.inference_mode()
     def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000)."""
-        maps = self.backbone.forward_features(pixels.contiguous(memory_format=torch.channels_last))  # (N, 1280, h, w)
-        visual = self.backbone.forward_head(maps)  # (N, 1280)
-        return visual, self.backbone.classifier()(visual)
+        """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000), on the
+        CPU in float32 (computed on `self.hardware`)."""
+        hardware = self.place(self.backbone.net)
+        pixels = hardware.to(pixels).contiguous(memory_format=torch.channels_last)
+        with hardware.autocast():
+            maps = self.backbone.forward_features(pixels)  # (N, 1280, h, w)
+            visual = self.backbone.forward_head(maps)  # (N, 1280)
+            logits = self.backbone.classifier()(visual)
+        return visual.float().cpu(), logits.float().cpu()
 
     @torch.inference_mode()
     def join_visual(self, visual: torch.Tensor) -> torch.Tensor:
         """Pooled visual features (N, 1280) -> joint embeddings (N, 384) by the chosen join."""
         if self.options.join == "linear":
             return l2_normalize(visual @ self.linear_map)
-        probs = self.image_model._fc(visual).softmax(dim=-1)  # (N, 1000)
+        fc = self.image_model._fc
+        probs = fc(visual.to(fc.weight.device)).float().softmax(dim=-1).cpu()  # (N, 1000)
         top = probs.topk(self.options.top_k, dim=-1)
         mixed = torch.einsum("nk,nkd->nd", top.values, self.class_text[top.indices])  # (N, 384)
         return l2_normalize(mixed)

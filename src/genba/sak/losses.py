@@ -39,7 +39,7 @@ def task_loss(task: str, output: torch.Tensor, batch: dict) -> torch.Tensor:
         return F.cross_entropy(output, label.long())
     if task == "boundary":
         return F.binary_cross_entropy_with_logits(output[:, 0], label.float(),
-                                                  pos_weight=torch.tensor(BOUNDARY_POS_WEIGHT))
+                                                  pos_weight=torch.tensor(BOUNDARY_POS_WEIGHT, device=output.device))
     if task == "saliency":
         return F.binary_cross_entropy_with_logits(output[:, 0], label.float())
     if task == "depth":
