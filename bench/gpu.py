@@ -409,7 +409,9 @@ SECTIONS = {"environment": (section_environment, 20), "extraction": (section_ext
 class Context:
     def __init__(self, args):
         self.dry = args.dry_run
-        self.device = torch.device(args.device)
+        from genba.device import resolve
+
+        self.device = resolve(args.device).device  # "cuda" -> cuda:0, checked
         self.out = Path(args.out)
         self.record = {"command": args.command, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                        "dry_run": self.dry, "sections": {}}

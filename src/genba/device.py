@@ -7,7 +7,10 @@
     with hw.autocast():                   # mixed precision where precision != fp32
         out = model(hw.to(batch))
 
-`auto` takes CUDA when present, then Apple's MPS, else the CPU. Parameters stay float32 (fp32
+`auto` takes CUDA when present, then Apple's MPS, else the CPU. `--runtime torch|onnx|onnx-int8`
+says how an encoder that has an exported graph (conse's image tower) runs on the CPU: PyTorch
+eager, ONNX Runtime fp32, or a static int8 graph; `auto` is onnx on the CPU in fp32 when
+onnxruntime is installed (its features match torch's, genba.encoders.onnx_tower), torch otherwise. Parameters stay float32 (fp32
 master weights); `autocast` runs matmuls and convolutions in bf16/fp16; fp16 training scales the
 loss (`grad_scaler`, torch.amp.GradScaler) so small gradients do not underflow. Results that a
 user sees are returned on the CPU. Under torchrun each rank takes the GPU of its LOCAL_RANK
@@ -30,6 +33,7 @@ from genba.errors import GenbaError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -39,6 +43,7 @@ class Hardware:
 
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    runtime: str = "torch"  # how encoders with an exported graph run on the CPU (RUNTIMES)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -69,7 +74,7 @@ class Hardware:
         """Under torchrun with CUDA: this rank's own GPU, cuda:LOCAL_RANK; otherwise self."""
         if self.device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return self
-        return Hardware(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), self.precision)
+        return Hardware(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))), self.precision, self.runtime)
 
     @property
     def distributed_backend(self) -> str:
@@ -81,7 +86,7 @@ class Hardware:
         name = ""
         if self.device.type == "cuda":
             name = f" ({torch.cuda.get_device_name(self.device)})"
-        return f"{self.device}{name}, {self.precision}"
+        return f"{self.device}{name}, {self.precision}, runtime {self.runtime}"
 
 
 CPU = Hardware()
@@ -92,8 +97,14 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def resolve(device: str = "auto", precision: str = "fp32") -> Hardware:
-    """Check and resolve a device and precision name; a bad or absent device is one GenbaError."""
+def _onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve(device: str = "auto", precision: str = "fp32", runtime: str = "torch") -> Hardware:
+    """Check and resolve a device, precision and runtime name; a bad or absent device is one GenbaError."""
     name = (device or "auto").strip().lower()
     if precision not in PRECISIONS:
         raise GenbaError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
@@ -121,7 +132,17 @@ def resolve(device: str = "auto", precision: str = "fp32") -> Hardware:
         raise GenbaError(f"unknown device '{device}': choose one of {', '.join(DEVICES)}")
     if dev.type == "cpu" and precision == "fp16":
         raise GenbaError("--precision fp16 is for GPUs; on the CPU use bf16 (or fp32)")
-    return Hardware(dev, precision)
+    if runtime == "auto":
+        runtime = "onnx" if dev.type == "cpu" and precision == "fp32" and _onnxruntime_available() else "torch"
+    if runtime not in RUNTIMES:
+        raise GenbaError(f"unknown runtime '{runtime}': choose one of auto, {', '.join(RUNTIMES)}")
+    if runtime != "torch":
+        if dev.type != "cpu" or precision != "fp32":
+            raise GenbaError(f"--runtime {runtime} runs fp32 graphs on the CPU: use it with --device cpu --precision "
+                             "fp32, or --runtime torch")
+        if not _onnxruntime_available():
+            raise GenbaError(f"--runtime {runtime} needs onnxruntime: pip install 'genba[export]'")
+    return Hardware(dev, precision, runtime)
 
 
 _CURRENT: ContextVar[Hardware] = ContextVar("genba_hardware", default=CPU)
@@ -166,9 +187,12 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 
 def add_cli_options(parser) -> None:
-    """--device and --precision on an argparse parser (the CLI's shared options)."""
+    """--device, --precision and --runtime on an argparse parser (the CLI's shared options)."""
     parser.add_argument("--device", default="auto", metavar="DEVICE",
                         help="auto | cpu | cuda | cuda:N | mps (default auto: a GPU when one is present)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="compute precision of encoders and training (default fp32; bf16/fp16 autocast, "
                              "fp32 master weights)")
+    parser.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
+                        help="image encoder runtime on the CPU: torch, onnx (ONNX Runtime fp32) or onnx-int8 "
+                             "(default auto: onnx on the CPU in fp32 when onnxruntime is installed)")

@@ -54,8 +54,9 @@ class Features:
 
 def feature_key(encoder: ImageEncoder, dataset: "Dataset", split: str, transform: ImageTransform | None) -> dict[str, str]:
     """The cache key: every input that determines the features. A reduced precision (bf16/fp16
-    autocast) computes other numbers, so it enters the key; fp32 on any device does not (the same
-    function up to float rounding), which keeps every fp32 key exactly as it always was."""
+    autocast) and a runtime other than torch (ONNX Runtime) compute other numbers, so they enter
+    the key; fp32 torch on any device does not (the same function up to float rounding), which
+    keeps every fp32 torch key exactly as it always was."""
     key = {
         "version": FEATURES_VERSION,
         "encoder": encoder.provenance,
@@ -67,6 +68,8 @@ def feature_key(encoder: ImageEncoder, dataset: "Dataset", split: str, transform
     precision = encoder.hardware.precision
     if precision != "fp32":
         key["precision"] = precision
+    if encoder.runtime != "torch":  # features of different runtimes never mix; torch keys stay as they were
+        key["runtime"] = encoder.runtime
     return key
 
 

@@ -73,6 +73,12 @@ class ImageEncoder(_Embedder):
         self.hardware_choice = hardware
         return self
 
+    @property
+    def runtime(self) -> str:
+        """What computes the image features: 'torch', or an ONNX Runtime graph ('onnx', 'onnx-int8')
+        for encoders that have one (the feature cache key names a runtime other than torch)."""
+        return "torch"
+
     def place(self, module: torch.nn.Module) -> Hardware:
         """Move `module` to this encoder's device if it is elsewhere; returns the Hardware."""
         hardware = self.hardware

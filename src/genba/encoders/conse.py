@@ -142,6 +142,22 @@ class ConseEncoder(VisionLanguageEncoder):
     def image_model(self) -> torch.nn.Module:
         return self.backbone.net
 
+    @property
+    def runtime(self) -> str:
+        """The image tower's runtime: hardware.runtime on the CPU in fp32, torch everywhere else."""
+        hardware = self.hardware
+        return hardware.runtime if hardware.is_cpu and hardware.precision == "fp32" else "torch"
+
+    def onnx_tower(self, runtime: str):
+        """The cached ONNX Runtime graph of the image tower for `runtime` (built on first use)."""
+        towers = self.__dict__.setdefault("_onnx_towers", {})
+        if runtime not in towers:
+            from genba.encoders.onnx_tower import build_tower
+
+            towers[runtime] = build_tower(self.backbone, runtime, size=self.options.image_size,
+                                          preprocess=self.preprocess)
+        return towers[runtime]
+
     @cached_property
     def class_text(self) -> torch.Tensor:
         """(1000, 384) MiniLM embeddings of the ImageNet class names in IMAGENET_PROMPT, computed
@@ -168,7 +184,9 @@ class ConseEncoder(VisionLanguageEncoder):
     @torch.inference_mode()
     def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000), on the
-        CPU in float32 (computed on `self.hardware`)."""
+        CPU in float32 (computed on `self.hardware`, by ONNX Runtime when `self.runtime` says so)."""
+        if self.runtime != "torch":
+            return self.onnx_tower(self.runtime)(pixels)
         hardware = self.place(self.backbone.net)
         pixels = hardware.to(pixels).contiguous(memory_format=torch.channels_last)
         with hardware.autocast():
