@@ -15,11 +15,10 @@ from genba.errors import GenbaError
 
 
 def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba."""
-    if os.environ.get("GENBA_CACHE_DIR"):
-        return Path(os.environ["GENBA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genba"
+    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.cache.default_cache_dir)."""
+    from genba.cache import default_cache_dir as cache_dir
+
+    return cache_dir()
 
 
 def _cache(args):
@@ -158,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
     common.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    from genba.device import add_cli_options
+
+    add_cli_options(common)  # --device, --precision, --runtime on every command that takes the common options
     parser = argparse.ArgumentParser(prog="genba", description="Adapt vision(-language) foundation models on site.")
     from genba import __version__
 
@@ -228,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        return args.run(args)
+        from genba.device import CPU, resolve, use
+
+        hardware = resolve(args.device, args.precision, args.runtime) if hasattr(args, "device") else CPU
+        with use(hardware):
+            return args.run(args)
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)
         return 2

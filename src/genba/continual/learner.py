@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genba.device import module_device, to_device
 from genba.errors import GenbaError
 from genba.continual.objective import ContinualObjective
 
@@ -97,7 +98,7 @@ class TaskRouter(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """(B, Dv) unit -> (B,) task index, -1 for the zero-shot path."""
         if self.centroids.shape[0] == 0:
-            return torch.full((v.shape[0],), -1, dtype=torch.long)
+            return torch.full((v.shape[0],), -1, dtype=torch.long, device=v.device)
         margin = v @ self.centroids.T - self.thresholds  # (B, K)
         best, k = margin.max(dim=1)
         return torch.where(best >= 0, self.owner[k], torch.full_like(k, -1))
@@ -216,7 +217,7 @@ class ClassTextObjective(ContinualObjective):
         """(B, known) logits over the classes known so far (the contract's `logits`)."""
         if self.known < 1:
             raise GenbaError("the learner knows no classes yet: call set_known first")
-        return self.scores(batch, torch.arange(self.known))
+        return self.scores(batch, torch.arange(self.known, device=self.text.device))
 
     def forward(self, batch: dict) -> torch.Tensor:
         return F.cross_entropy(self.logits(batch), batch["y"])
@@ -224,7 +225,8 @@ class ClassTextObjective(ContinualObjective):
     def validate(self) -> float | None:
         if self.val_batch is None:
             return None
-        return (self.logits(self.val_batch).argmax(1) == self.val_batch["y"]).float().mean().item()
+        val = to_device(self.val_batch, module_device(self))  # the engine may have moved the model
+        return (self.logits(val).argmax(1) == val["y"]).float().mean().item()
 
     def set_known(self, known: int) -> None:
         if not 0 < known <= self.text.shape[0]:
@@ -279,7 +281,7 @@ class Learner(ClassTextObjective):
         v = self.visual(batch)
         task = batch.get("task")
         if task is None:
-            task = torch.full((v.shape[0],), -1, dtype=torch.long)
+            task = torch.full((v.shape[0],), -1, dtype=torch.long, device=v.device)
         z = batch["z"].float()
         # normalize(z + delta), written so that delta == 0 gives z bit for bit (z is unit already):
         return z + (F.normalize(z + self.delta(v, task), dim=-1) - F.normalize(z, dim=-1))

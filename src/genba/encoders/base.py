@@ -11,6 +11,10 @@ refuse a method that needs text on an ImageEncoder with the list of the ones tha
 
 `provenance` identifies the exact function computed (name, weights hash, options); feature
 caches are keyed by it, so two encoders with equal provenance must give equal features.
+
+Hardware: an image encoder computes on `encoder.hardware` (set with `on(hardware)`, else
+genba.device.current()): its model moves there on first use, pixels follow, the forward pass runs
+under that precision's autocast, and the rows come back on the CPU as float32.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 from PIL import Image
 
 from genba.cache import file_sha256  # noqa: F401  (re-exported: encoders.base.file_sha256)
+from genba.device import Hardware, current, module_device
 from genba.tensors import l2_normalize  # noqa: F401  (re-exported: encoders.base.l2_normalize)
 
 
@@ -56,6 +61,30 @@ class ImageEncoder(_Embedder):
 
     visual_dim: int = 0  # 0 when the encoder has no separate visual features
     batch_size: int = 32  # preferred batch for image extraction on CPU
+    hardware_choice: Hardware | None = None  # None: genba.device.current() at each call
+
+    @property
+    def hardware(self) -> Hardware:
+        """Where and in what precision this encoder computes."""
+        return self.hardware_choice or current()
+
+    def on(self, hardware: Hardware | None) -> "ImageEncoder":
+        """Compute on `hardware` from now on (None: follow genba.device.current()); returns self."""
+        self.hardware_choice = hardware
+        return self
+
+    @property
+    def runtime(self) -> str:
+        """What computes the image features: 'torch', or an ONNX Runtime graph ('onnx', 'onnx-int8')
+        for encoders that have one (the feature cache key names a runtime other than torch)."""
+        return "torch"
+
+    def place(self, module: torch.nn.Module) -> Hardware:
+        """Move `module` to this encoder's device if it is elsewhere; returns the Hardware."""
+        hardware = self.hardware
+        if module_device(module) != hardware.device:
+            module.to(hardware.device)
+        return hardware
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One RGB PIL image -> a (3, H, W) float tensor ready for `encode_image`."""

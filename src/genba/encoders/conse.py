@@ -142,6 +142,22 @@ class ConseEncoder(VisionLanguageEncoder):
     def image_model(self) -> torch.nn.Module:
         return self.backbone.net
 
+    @property
+    def runtime(self) -> str:
+        """The image tower's runtime: hardware.runtime on the CPU in fp32, torch everywhere else."""
+        hardware = self.hardware
+        return hardware.runtime if hardware.is_cpu and hardware.precision == "fp32" else "torch"
+
+    def onnx_tower(self, runtime: str):
+        """The cached ONNX Runtime graph of the image tower for `runtime` (built on first use)."""
+        towers = self.__dict__.setdefault("_onnx_towers", {})
+        if runtime not in towers:
+            from genba.encoders.onnx_tower import build_tower
+
+            towers[runtime] = build_tower(self.backbone, runtime, size=self.options.image_size,
+                                          preprocess=self.preprocess)
+        return towers[runtime]
+
     @cached_property
     def class_text(self) -> torch.Tensor:
         """(1000, 384) MiniLM embeddings of the ImageNet class names in IMAGENET_PROMPT, computed
@@ -155,7 +171,7 @@ class ConseEncoder(VisionLanguageEncoder):
     @cached_property
     def linear_map(self) -> torch.Tensor:
         """(1280, 384) ridge solution M = (W^T W + lam I)^-1 W^T T, W = classifier weights."""
-        weights = self.image_model._fc.weight.detach().double()  # (1000, 1280)
+        weights = self.image_model._fc.weight.detach().cpu().double()  # (1000, 1280)
         targets = self.class_text.double()  # (1000, 384)
         gram = weights.T @ weights + self.options.ridge * torch.eye(weights.shape[1], dtype=torch.float64)
         return torch.linalg.solve(gram, weights.T @ targets).float()
@@ -167,17 +183,25 @@ class ConseEncoder(VisionLanguageEncoder):
 
     @torch.inference_mode()
     def visual_and_logits(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000)."""
-        maps = self.backbone.forward_features(pixels.contiguous(memory_format=torch.channels_last))  # (N, 1280, h, w)
-        visual = self.backbone.forward_head(maps)  # (N, 1280)
-        return visual, self.backbone.classifier()(visual)
+        """(N, 3, H, W) -> pooled visual features (N, 1280) and ImageNet logits (N, 1000), on the
+        CPU in float32 (computed on `self.hardware`, by ONNX Runtime when `self.runtime` says so)."""
+        if self.runtime != "torch":
+            return self.onnx_tower(self.runtime)(pixels)
+        hardware = self.place(self.backbone.net)
+        pixels = hardware.to(pixels).contiguous(memory_format=torch.channels_last)
+        with hardware.autocast():
+            maps = self.backbone.forward_features(pixels)  # (N, 1280, h, w)
+            visual = self.backbone.forward_head(maps)  # (N, 1280)
+            logits = self.backbone.classifier()(visual)
+        return visual.float().cpu(), logits.float().cpu()
 
     @torch.inference_mode()
     def join_visual(self, visual: torch.Tensor) -> torch.Tensor:
         """Pooled visual features (N, 1280) -> joint embeddings (N, 384) by the chosen join."""
         if self.options.join == "linear":
             return l2_normalize(visual @ self.linear_map)
-        probs = self.image_model._fc(visual).softmax(dim=-1)  # (N, 1000)
+        fc = self.image_model._fc
+        probs = fc(visual.to(fc.weight.device)).float().softmax(dim=-1).cpu()  # (N, 1000)
         top = probs.topk(self.options.top_k, dim=-1)
         mixed = torch.einsum("nk,nkd->nd", top.values, self.class_text[top.indices])  # (N, 384)
         return l2_normalize(mixed)

@@ -37,6 +37,7 @@ from PIL import Image
 
 from genba.backbones import register_backbone
 from genba.encoders import register_encoder
+from genba.device import module_device
 from genba.encoders.base import ImageEncoder, VisionLanguageEncoder, file_sha256, l2_normalize
 from genba.encoders.hf_preprocess import ImageTransform, _one_line, _read_image_processor_config, _read_json, build_image_transform
 from genba.errors import GenbaError
@@ -121,8 +122,9 @@ class HFImageEncoder(ImageEncoder):
             raise GenbaError(f"{self.name}: expected pixels of shape (N, 3, H, W), got {tuple(pixels.shape)}")
         if pixels.shape[0] == 0:
             return torch.zeros(0, self.embed_dim), torch.zeros(0, self.visual_dim)
-        pixels = pixels.to(torch.float32)
-        with torch.inference_mode():
+        hardware = self.place(self._model)
+        pixels = hardware.to(pixels.to(torch.float32))
+        with torch.inference_mode(), hardware.autocast():
             if self.model_type == "clip":
                 outputs = self._model.vision_model(pixel_values=pixels, **self._vision_kwargs)
                 visual = outputs.pooler_output
@@ -134,8 +136,8 @@ class HFImageEncoder(ImageEncoder):
             else:  # dinov2
                 visual = self._model(pixel_values=pixels).pooler_output
                 joint = visual
-            joint = l2_normalize(joint.float())
-            visual = visual.float()
+            joint = l2_normalize(joint.float()).cpu()
+            visual = visual.float().cpu()
         # Clone outside inference mode so callers get ordinary tensors (usable with autograd).
         return joint.clone(), visual.clone()
 
@@ -160,13 +162,14 @@ class HFVisionLanguageEncoder(HFImageEncoder, VisionLanguageEncoder):
         batch = self._tokenizer(
             texts, padding=padding, truncation=True, max_length=self._text_length, return_tensors="pt"
         )
+        batch = {k: v.to(module_device(self._model)) for k, v in batch.items()}  # wherever the images went
         with torch.inference_mode():
             if self.model_type == "clip":
                 outputs = self._model.text_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"))
                 embeds = self._model.text_projection(outputs.pooler_output)
             else:  # siglip: trained without a text attention mask; pooled from the last position
                 embeds = self._model.text_model(input_ids=batch["input_ids"]).pooler_output
-            embeds = l2_normalize(embeds.float())
+            embeds = l2_normalize(embeds.float()).cpu()
         return embeds.clone()
 
 

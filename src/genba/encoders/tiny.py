@@ -42,10 +42,13 @@ class TinyEncoder(VisionLanguageEncoder):
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
 
     def encode_image_with_visual(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = pixels.flatten(1) - 0.5  # (N, 3*H*W)
-        joint = l2_normalize(flat @ self._projection)  # (N, D)
-        gray = pixels.mean(dim=1).flatten(1)  # (N, H*W)
-        return joint, gray - gray.mean(dim=1, keepdim=True)
+        hardware = self.hardware
+        pixels = hardware.to(pixels)
+        with hardware.autocast():
+            flat = pixels.flatten(1) - 0.5  # (N, 3*H*W)
+            joint = l2_normalize((flat @ hardware.to(self._projection)).float())  # (N, D)
+            gray = pixels.mean(dim=1).flatten(1).float()  # (N, H*W)
+        return joint.cpu(), (gray - gray.mean(dim=1, keepdim=True)).cpu()
 
     def _word_vector(self, word: str) -> torch.Tensor:
         digest = hashlib.sha256(f"{self.seed}:{word}".encode()).digest()

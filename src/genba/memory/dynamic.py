@@ -93,7 +93,8 @@ class DynamicMemory:
 
     def __init__(self, num_classes: int, capacity: int, dim: int, *, dtype: str | torch.dtype = "float16",
                  pinned: torch.Tensor | None = None, pinned_mask: torch.Tensor | None = None,
-                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "auto", normalize: bool = True) -> None:
+                 payload_dim: int = 0, keep_gram: bool = True, kernel: str = "auto", normalize: bool = True,
+                 device: torch.device | str = "cpu") -> None:
         if num_classes < 1 or capacity < 1 or dim < 1:
             raise GenbaError(f"memory needs num_classes, capacity, dim >= 1, got {num_classes}, {capacity}, {dim}")
         C, L, D = num_classes, capacity, dim
@@ -134,6 +135,19 @@ class DynamicMemory:
             self.gram = torch.zeros(C, L + E, L + E, dtype=self.gram_dtype)  # (C, L+E, L+E)
             if E:
                 self.gram[:, L:, L:] = gram_of(self.values(slice(None), slice(L, None))).to(self.gram_dtype)  # (C, E, E)
+        self.to(device)
+
+    def to(self, device: torch.device | str) -> "DynamicMemory":
+        """Move every tensor of the memory to `device` (reads and writes follow them); returns self."""
+        for name in ("rows", "row_scale", "valid", "entropy", "count", "payload", "changes", "written", "gram"):
+            tensor = getattr(self, name, None)
+            if tensor is not None:
+                setattr(self, name, tensor.to(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.rows.device
 
     # ----------------------------------------------------------------------------- codes
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -204,6 +218,7 @@ class DynamicMemory:
                 as full and the entropy replacement rule applies.
         """
         x, cls, ent = self._check_write(x, cls, ent, payload, admit)  # nothing mutated before this line
+        x = x.to(self.device)
         L = self.capacity
         stored = torch.zeros(x.shape[0], dtype=torch.bool)
         xs, xs_scale = self.encode(x)  # (B, D) as stored, (B,) scales when quantized
@@ -242,7 +257,7 @@ class DynamicMemory:
     # ------------------------------------------------------------------------------ read
     def read(self, q: torch.Tensor, *, beta: float = 5.5, scale: float = 100.0) -> torch.Tensor:
         """Prototype read (C classes) of unit queries q (B, D) -> (B, C) logits; see memory_read."""
-        q = check_features(q, self.dim, "memory read queries")
+        q = check_features(q, self.dim, "memory read queries").to(self.device)
         if self.kernel != "torch":  # 'auto' and 'fused': the compiled read wherever it applies
             from genba.memory.fused import fused_read
 
@@ -260,7 +275,7 @@ class DynamicMemory:
         values f: A = exp(-beta(1 - q R^T)) @ f(payload), e.g. masks of stored probabilities
         (TDA negative cache).
         """
-        q = check_features(q, self.dim, "memory read queries")
+        q = check_features(q, self.dim, "memory read queries").to(self.device)
         C, L, D = self.num_classes, self.capacity, self.dim
         slots = self.values(slice(None), slice(0, L)).reshape(C * L, D) if self.quantized else self.rows[:, :L].reshape(C * L, D)
         m = self.valid[:, :L].reshape(C * L).float()  # (C*L,)

@@ -63,7 +63,7 @@ def load():
 
 def applies(rows: torch.Tensor, gram: torch.Tensor | None, q: torch.Tensor) -> bool:
     """True when the compiled read handles this memory and query."""
-    return rows.dtype == torch.float16 and gram is not None and gram.dtype == torch.float16 and q.shape[0] == 1 \
+    return rows.device.type == "cpu" and rows.dtype == torch.float16 and gram is not None and gram.dtype == torch.float16 and q.shape[0] == 1 \
         and rows.shape[2] % 8 == 0
 
 

@@ -41,13 +41,16 @@ def dots(q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """
     if rows.dtype == torch.float32:
         return q.float() @ rows.T  # (B, N)
+    if rows.device.type != "cpu":  # accelerators multiply half precision at full speed; int8 as float
+        kind = torch.float32 if rows.dtype == torch.int8 else rows.dtype
+        return (q.to(kind) @ rows.to(kind).T).float()  # (B, N)
     if q.shape[0] < 8 and rows.dtype != torch.int8:
         # For a few queries, a half-precision (B, D) @ (D, N) runs near memory bandwidth on CPU
         # (about 1.2x a plain sum over the bytes for B=1, and reads the rows once for all B);
         # for larger batches it is far slower, so they go through cache-sized float32 blocks.
         return (q.to(rows.dtype) @ rows.T).float()  # (B, N)
-    out = torch.empty(q.shape[0], rows.shape[0], dtype=torch.float32)  # (B, N)
-    buf = torch.empty(_CHUNK_ROWS, rows.shape[1], dtype=torch.float32)  # (R, D) cache-sized
+    out = torch.empty(q.shape[0], rows.shape[0], dtype=torch.float32, device=rows.device)  # (B, N)
+    buf = torch.empty(_CHUNK_ROWS, rows.shape[1], dtype=torch.float32, device=rows.device)  # (R, D) cache-sized
     qf = q.float()
     for i in range(0, rows.shape[0], _CHUNK_ROWS):
         chunk = buf[: min(_CHUNK_ROWS, rows.shape[0] - i)]
@@ -62,8 +65,8 @@ def _quad_form(w: torch.Tensor, gram: torch.Tensor, chunk: int = 256) -> torch.T
     Half-precision G is converted to float32 `chunk` classes at a time (CPU half bmm is slow;
     a full fp32 copy of G would be as large as a float32 G kept in memory).
     """
-    if gram.dtype == torch.float32:
-        return torch.einsum("bcs,cst,bct->bc", w, gram, w)  # (B, C)
+    if gram.dtype == torch.float32 or gram.device.type != "cpu":  # accelerators: one einsum in fp32
+        return torch.einsum("bcs,cst,bct->bc", w, gram.float(), w)  # (B, C)
     S = gram.shape[1]
     scratch = getattr(_SCRATCH, "gram", None)
     if scratch is None or scratch.shape[1:] != (S, S):

@@ -53,7 +53,7 @@ def task_loss(task: str, output: torch.Tensor, batch: dict, class_weights: torch
         return F.cross_entropy(output, label.long(), weight=class_weights)
     if task == "boundary":
         return F.binary_cross_entropy_with_logits(output[:, 0], label.float(),
-                                                  pos_weight=torch.tensor(BOUNDARY_POS_WEIGHT))
+                                                  pos_weight=torch.tensor(BOUNDARY_POS_WEIGHT, device=output.device))
     if task == "saliency":
         return F.binary_cross_entropy_with_logits(output[:, 0], label.float())
     if task == "depth":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from genba.device import module_device, to_device
 from genba.sak.losses import distill_loss, total_task_loss
 from genba.train import Objective
 
@@ -76,6 +77,6 @@ class SAKObjective(Objective):
         n = next(iter(self._val.values())).shape[0]
         total = 0.0
         for start in range(0, n, self.eval_batch):
-            part = {k: v[start:start + self.eval_batch] for k, v in self._val.items()}
+            part = to_device({k: v[start:start + self.eval_batch] for k, v in self._val.items()}, module_device(self))
             total += float(self.forward(part)[0].detach()) * len(next(iter(part.values())))
         return -total / n

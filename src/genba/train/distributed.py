@@ -15,15 +15,21 @@ import torch
 import torch.distributed as dist
 
 
-def init_from_env() -> bool:
-    """Join the process group described by torchrun's environment; True when running distributed."""
+def init_from_env(backend: str | None = None) -> bool:
+    """Join the process group described by torchrun's environment; True when running distributed.
+    `backend` is genba.device.Hardware.distributed_backend (nccl for CUDA ranks, gloo otherwise);
+    None picks nccl when CUDA is present."""
     if not dist.is_available():
         return False
     if dist.is_initialized():
         return dist.get_world_size() > 1
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per rank
+    dist.init_process_group(backend=backend)
     return True
 
 
@@ -32,6 +38,11 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def in_group() -> bool:
+    """True inside an initialised process group (of any size, one process included)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def is_main() -> bool:
@@ -48,7 +59,8 @@ def all_sum(value: float) -> float:
     """Sum a float over processes (for reporting)."""
     if rank_and_world()[1] == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)  # nccl reduces GPU tensors only
     dist.all_reduce(t)
     return float(t.item())
 

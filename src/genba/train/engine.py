@@ -13,6 +13,11 @@ exactly on resume. At the end of every epoch the objective's validation score (i
 the best state and drives early stopping; the best state is restored at the end.
 Checkpoints (genba.train.checkpoint) hold everything needed so that a killed run resumed with
 `resume=True` ends with the same weights as an unkilled one.
+
+Hardware (genba.device): the objective moves to the run's device for the fit (under torchrun
+with CUDA, each rank to its own GPU) and back to where it was at the end; every batch moves
+with it. bf16/fp16 run the forward pass under autocast with float32 parameters (master weights);
+fp16 scales the loss with a GradScaler (unscaled before clipping, steps skipped on overflow).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from genba.device import Hardware, current, module_device
 from genba.errors import GenbaError
 from genba.train import distributed
 from genba.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -60,7 +66,8 @@ class Engine:
     """State of one fit; callbacks read `objective`, `config`, `optimizer`, `step`, `epoch`, `rank`."""
 
     def __init__(self, objective: Objective, data: TrainData, config: TrainConfig,
-                 callbacks: list[Callback], checkpoint_dir: Path | None, progress: bool, desc: str):
+                 callbacks: list[Callback], checkpoint_dir: Path | None, progress: bool, desc: str,
+                 hardware: Hardware | None = None):
         if not isinstance(objective, Objective):
             raise GenbaError(f"the engine trains genba.train.Objective instances, got {type(objective).__name__}")
         if not isinstance(config, TrainConfig):
@@ -71,8 +78,12 @@ class Engine:
         self.callbacks = list(callbacks)
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.progress, self.desc = progress, desc
-        distributed.init_from_env()
+        self.hardware = (hardware or current()).for_rank()
+        distributed.init_from_env(self.hardware.distributed_backend)
         self.rank, self.world = distributed.rank_and_world()
+        self.home = module_device(objective)  # where the objective goes back at the end
+        objective.to(self.hardware.device)
+        self.scaler = self.hardware.grad_scaler()
         groups = []
         for group in objective.param_groups():
             group = dict(group)
@@ -85,9 +96,10 @@ class Engine:
             raise GenbaError(f"{type(objective).__name__} has no trainable parameters")
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay)
         self.model = objective
-        if self.world > 1:
+        if distributed.in_group():  # torchrun (or a caller) joined a process group: gradients all-reduced
+            ids = [self.hardware.device] if self.hardware.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(
-                objective, find_unused_parameters=getattr(objective, "find_unused_parameters", False))
+                objective, device_ids=ids, find_unused_parameters=getattr(objective, "find_unused_parameters", False))
         n = len(data)
         self.batch = min(config.batch_size, n)
         full, rest = divmod(n, self.batch)
@@ -152,8 +164,9 @@ class Engine:
     def _train_step(self, rows: torch.Tensor) -> float:
         seed_step(step_seed(self.config.seed, self.step))
         local = distributed.shard(rows)
-        batch = self.data.take(local)
-        out = self.model(batch)
+        batch = self.hardware.to(self.data.take(local))
+        with self.hardware.autocast():
+            out = self.model(batch)
         loss, _logs = out if isinstance(out, tuple) else (out, {})
         value = loss.item()
         if not math.isfinite(value):
@@ -163,12 +176,19 @@ class Engine:
         for cb in self.callbacks:
             weighted = cb.before_backward(self, batch, weighted)
         self.optimizer.zero_grad(set_to_none=True)
-        weighted.backward()
+        scaler = self.scaler
+        (weighted if scaler is None else scaler.scale(weighted)).backward()
         if self.config.clip_norm > 0:
+            if scaler is not None:
+                scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                            self.config.clip_norm)
         self._set_lr()
-        self.optimizer.step()
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
         self.step += 1
         for cb in self.callbacks:
             cb.after_step(self)
@@ -179,7 +199,7 @@ class Engine:
         entry = {"epoch": self.epoch, "step": self.step, "loss": mean_loss}
         if (self.epoch + 1) % self.config.eval_every == 0:
             self.objective.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self.hardware.autocast():
                 score = self.objective.validate()
             self.objective.train()
             if score is not None:
@@ -236,6 +256,7 @@ class Engine:
                 self.objective.load_state_dict(self.best_state)
             self.save(finished=True)
         self.objective.eval()
+        self.objective.to(self.home)  # results come back where the caller keeps them
         for cb in self.callbacks:
             cb.on_fit_end(self)
         seconds = time.perf_counter() - start
@@ -245,8 +266,11 @@ class Engine:
 
 def fit(objective: Objective, data: TrainData, config: TrainConfig | None = None, *,
         callbacks: list[Callback] | tuple = (), checkpoint_dir: str | Path | None = None,
-        resume: bool = False, progress: bool = True, desc: str = "train") -> TrainResult:
-    """Train `objective` on `data` with the one loop (see the module docstring)."""
-    engine = Engine(objective, data, config or TrainConfig(), list(callbacks), checkpoint_dir, progress, desc)
+        resume: bool = False, progress: bool = True, desc: str = "train",
+        hardware: Hardware | None = None) -> TrainResult:
+    """Train `objective` on `data` with the one loop (see the module docstring); `hardware`
+    defaults to genba.device.current()."""
+    engine = Engine(objective, data, config or TrainConfig(), list(callbacks), checkpoint_dir, progress, desc,
+                    hardware)
     with torch.random.fork_rng(devices=[]):  # per-step reseeding must not leak into the caller's RNG
         return engine.run(resume)

@@ -30,8 +30,8 @@ class QuadraticPenalty(Callback):
         total = torch.zeros(())
         for name, p in self.objective.named_parameters():
             if name in self.anchor and p.requires_grad and p.shape == self.anchor[name].shape:
-                sq = (p - self.anchor[name]) ** 2
-                total = total + (sq * self.importance[name] if self.importance else sq).sum()
+                sq = (p - self.anchor[name].to(p.device)) ** 2
+                total = total + (sq * self.importance[name].to(p.device) if self.importance else sq).sum()
         return 0.5 * self.weight * total
 
     def before_backward(self, engine, batch, loss):
