@@ -93,7 +93,7 @@ def main() -> None:
         args.seeds = sorted({r["seed"] for r in runs})
         for r in runs:  # runs written before the class counts were recorded
             r.setdefault("classes", class_counts(r["stream"]))
-        write(runs, args, saved["seconds"], Path(args.out), saved.get("encoder_ms_per_image"))
+        write(runs, args, saved["seconds"], Path(args.out), saved.get("encoder_ms_per_image"), command=saved.get("command"))
         return
     ORDERS["I"] = args.stream.split(",")
     ORDERS["II"] = ORDERS["I"][::-1]
@@ -188,6 +188,11 @@ def cell(vals) -> str:
     return "n/a" if not vals or any(v is None for v in vals) else format_mean_std(vals)
 
 
+def ms_cell(vals) -> str:
+    """Milliseconds, three decimals (scoring one cached feature row takes microseconds)."""
+    return "n/a" if not vals or any(v is None for v in vals) else f"{np.mean(vals):.3f}"
+
+
 def metrics_table(runs, methods, setting, order) -> str:
     """One order: cells mean ± std over seeds. Transfer is marked † when a task it averages is at chance."""
     mine = [r for r in runs if r["order"] == order]
@@ -204,14 +209,29 @@ def metrics_table(runs, methods, setting, order) -> str:
                        f"{np.mean([r['settings'][setting]['drift'][-1]['alignment'] for r in ours]):.3f}",
                        f"{np.mean([r['settings'][setting]['drift'][-1]['cka'] for r in ours]):.3f}",
                        f"{np.mean([r['cost']['seconds'] for r in ours]):.1f}",
-                       cell([r["cost"].get("learn_ms_per_image") for r in ours]),
-                       cell([r["settings"][setting]["metrics"].get("ms_per_image") for r in ours]),
+                       ms_cell([r["cost"].get("learn_ms_per_image") for r in ours]),
+                       ms_cell([r["settings"][setting]["metrics"].get("ms_per_image") for r in ours]),
                        int(np.max([r["cost"]["trainable_parameters"] for r in ours])),
                        f"{np.mean([r['cost']['extra_bytes'] for r in ours]) / 1e6:.2f}"])
     head = (["method"] + [c if c != "ece" else "ECE (last)" for c in COLUMNS]
             + ["Transfer (above-chance tasks)", "alignment (end)", "CKA vs init (end)", "train s", "learn ms/img",
                "score ms/img", "trainable params", "extra MB"])
     return markdown_table(head, rows)
+
+
+def versus_table(runs, method, others, setting, methods) -> str:
+    """Paired differences of Avg, Last, BWT and ECE, 'within noise' where |mean| <= std, and the costs side by side."""
+    lines = []
+    for other in [o for o in others if o in methods]:
+        cells = []
+        for key in ("avg", "last", "bwt", "ece"):
+            d = paired(runs, method, other, setting, key)
+            cells.append(format_mean_std(d) + (" (within noise)" if within_noise(d) else ""))
+        cost_of = lambda m, k: np.mean([r["cost"][k] for r in runs if r["method"] == m])  # noqa: E731
+        cells.append(f"{cost_of(method, 'seconds'):.1f} vs {cost_of(other, 'seconds'):.1f}")
+        cells.append(f"{cost_of(method, 'extra_bytes') / 1e6:.1f} vs {cost_of(other, 'extra_bytes') / 1e6:.1f}")
+        lines.append([f"{method} - {other}"] + cells)
+    return markdown_table(["pair", "Avg", "Last", "BWT", "ECE (last)", "stream s", "extra MB"], lines)
 
 
 def chance_table(runs, setting) -> str:
@@ -322,15 +342,15 @@ def plots(runs, methods, out: Path) -> list[str]:
     return files
 
 
-def write(runs, args, seconds: float, out: Path, encoder_ms: float | None = None) -> None:
+def write(runs, args, seconds: float, out: Path, encoder_ms: float | None = None, command: str | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     methods = [m for m in METHODS if m in args.methods]
-    writer = ResultWriter("continual", out)
+    writer = ResultWriter("continual", out, command=command)  # --tables-only keeps the measuring run's command
     writer.json({"seconds": seconds, "orders": ORDERS, "control": args.control, "chosen": CHOSEN, "runs": runs,
                  "encoder_ms_per_image": encoder_ms})  # the measurements first: a plotting failure loses nothing
     parts = [__doc__.split("\n\n", 2)[2].strip(), "",
              f"Runs: {len(runs)} ({len(methods)} methods x {len(ORDERS)} orders x {len(args.seeds)} seeds; each run "
-             "is evaluated in both settings, training is the same). Cells: mean ± std over orders and seeds. "
+             "is evaluated in both settings, training is the same). Cells: mean ± std over seeds, per order. "
              f"Wall time: {seconds:.0f} s on the shared 2-core machine (1 torch thread, nice).",
              "", "The two orders are reported apart (a mean over orders hides order effects such as fine-tune's "
              "X-TAIL BWT). ECE (last): expected calibration error (%, 15 bins) of the final model over every task's "
@@ -349,6 +369,10 @@ def write(runs, args, seconds: float, out: Path, encoder_ms: float | None = None
         parts += [f"## {title}", ""]
         for order in ORDERS:
             parts += [f"### order {order}: {' -> '.join(ORDERS[order])}", "", metrics_table(runs, methods, setting, order), ""]
+        if "rail" in methods:
+            parts += ["Gradient-free rail against replay and task-adapters (rail minus the other, paired by seed and "
+                      "order; mean ± std over seeds x orders):", "", versus_table(runs, "rail", ["replay", "task-adapters"],
+                                                                                  setting, methods), ""]
         parts += ["Zero-shot accuracy per task against chance:", "", chance_table(runs, setting), "",
                   "Target check on paired differences (method - bar's reference, same seed and order; mean ± std over "
                   "seeds x orders; 'within noise': |mean| <= std, not counted as met):", "", table, "",
