@@ -1,7 +1,7 @@
 """SAK benchmark on the composite scenes, on a FROZEN pretrained stem (THESE ARE COMPOSITES; see genba.sak.scenes).
 
     python bench/sak.py [--stem efficientnet-lite2] [--seeds 0 1 2 3 4] [--train 800 --val 200 --test 400]
-                        [--epochs1 6 --epochs2 10] [--probe-epochs 10]
+                        [--epochs1 5 --epochs2 8] [--probe-epochs 8]
 
 Fixed seeded train / val / test scenes (64 px). Computed ONCE and read from the feature cache:
 the teacher targets (efficientnet-lite0, conse-dense, ppocr-det) and the frozen stem's activations
@@ -151,9 +151,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--test", type=int, default=400)
-    parser.add_argument("--epochs1", type=int, default=6)
-    parser.add_argument("--epochs2", type=int, default=10)
-    parser.add_argument("--probe-epochs", type=int, default=10)
+    parser.add_argument("--epochs1", type=int, default=5)
+    parser.add_argument("--epochs2", type=int, default=8)
+    parser.add_argument("--probe-epochs", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--no-balance", action="store_true", help="plain semantic cross-entropy")
     parser.add_argument("--out", default=str(RESULTS / "sak"))
