@@ -192,11 +192,14 @@ def main() -> None:
         f"{'none' if weights is None else [round(float(w), 3) for w in weights]}")
 
     probes, all_results, all_dm, all_gates, sak_model = {}, {}, {}, {}, None
+    partial = Path(args.out).with_name(Path(args.out).name + "_partial.json")
     for seed in args.seeds:
         probes[seed] = teacher_probes(seed, data, splits, info, tasks, weights, stem_cfg, args, log)
         results, dm, gates, model = run_seed(seed, splits, data, info, tasks, backbone, weights, args, log)
         all_results[seed], all_dm[seed], all_gates[seed] = results, dm, gates
         sak_model = model if sak_model is None else sak_model
+        write_json(partial, {"command": command_line(), "seeds_done": list(all_results), "probes": probes,
+                             "metrics": all_results, "delta_m": all_dm, "log": lines})  # kept only if the run dies
     train_seconds = time.perf_counter() - start
 
     # cost: the deployed student from images (frozen backbone live + trained parts) vs the teachers
@@ -238,6 +241,7 @@ def main() -> None:
         "cost": cost, "log": lines,
     }
     write_json(out.with_suffix(".json"), payload)
+    partial.unlink(missing_ok=True)
     out.with_suffix(".md").write_text(report(payload, args))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')} ({seconds / 60:.1f} min)")
     from sak_figures import gate_figure, scene_figure
