@@ -1,7 +1,7 @@
 """SAK benchmark on the composite scenes, on a FROZEN pretrained stem (THESE ARE COMPOSITES; see genba.sak.scenes).
 
     python bench/sak.py [--stem efficientnet-lite2] [--seeds 0 1 2 3 4] [--train 800 --val 200 --test 400]
-                        [--epochs1 6 --epochs2 10] [--probe-epochs 10]
+                        [--epochs1 5 --epochs2 8] [--probe-epochs 8]
 
 Fixed seeded train / val / test scenes (64 px). Computed ONCE and read from the feature cache:
 the teacher targets (efficientnet-lite0, conse-dense, ppocr-det) and the frozen stem's activations
@@ -151,9 +151,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--val", type=int, default=200)
     parser.add_argument("--test", type=int, default=400)
-    parser.add_argument("--epochs1", type=int, default=6)
-    parser.add_argument("--epochs2", type=int, default=10)
-    parser.add_argument("--probe-epochs", type=int, default=10)
+    parser.add_argument("--epochs1", type=int, default=5)
+    parser.add_argument("--epochs2", type=int, default=8)
+    parser.add_argument("--probe-epochs", type=int, default=8)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--no-balance", action="store_true", help="plain semantic cross-entropy")
     parser.add_argument("--out", default=str(RESULTS / "sak"))
@@ -192,11 +192,14 @@ def main() -> None:
         f"{'none' if weights is None else [round(float(w), 3) for w in weights]}")
 
     probes, all_results, all_dm, all_gates, sak_model = {}, {}, {}, {}, None
+    partial = Path(args.out).with_name(Path(args.out).name + "_partial.json")
     for seed in args.seeds:
         probes[seed] = teacher_probes(seed, data, splits, info, tasks, weights, stem_cfg, args, log)
         results, dm, gates, model = run_seed(seed, splits, data, info, tasks, backbone, weights, args, log)
         all_results[seed], all_dm[seed], all_gates[seed] = results, dm, gates
         sak_model = model if sak_model is None else sak_model
+        write_json(partial, {"command": command_line(), "seeds_done": list(all_results), "probes": probes,
+                             "metrics": all_results, "delta_m": all_dm, "log": lines})  # kept only if the run dies
     train_seconds = time.perf_counter() - start
 
     # cost: the deployed student from images (frozen backbone live + trained parts) vs the teachers
@@ -238,6 +241,7 @@ def main() -> None:
         "cost": cost, "log": lines,
     }
     write_json(out.with_suffix(".json"), payload)
+    partial.unlink(missing_ok=True)
     out.with_suffix(".md").write_text(report(payload, args))
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')} ({seconds / 60:.1f} min)")
     from sak_figures import gate_figure, scene_figure
