@@ -21,6 +21,7 @@ from genba.methods.config import non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.tip_adapter import TipAdapter
 from genba.methods.training import SupportData, check_train
+from genba.device import CPU
 from genba.train import Objective, TrainConfig, fit
 
 
@@ -79,7 +80,8 @@ class TipAdapterF(TipAdapter):
             checked_val = (vj, vc, check_labels(val[1], len(val[0]), self.num_classes, "validation labels"))
         support = SupportData(sj, sc, y)
         objective = CacheKeysObjective(self, support, checked_val)
-        fit(objective, support.rows(), self.config.train, progress=False, desc="tip-adapter-f")
+        # few-shot support rows: trained on the CPU whatever --device says (the method's tensors live there)
+        fit(objective, support.rows(), self.config.train, progress=False, desc="tip-adapter-f", hardware=CPU)
         self.keys = objective.keys.detach()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
