@@ -82,11 +82,11 @@ class LoraCLIPLearner(ClassTextObjective):
         if not self.per_task:
             return self._encode(x)
         task = batch.get("task")
-        task = torch.full((x.shape[0],), -1, dtype=torch.long) if task is None else task.clone()
+        task = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device) if task is None else task.clone()
         unknown = task < 0
         if unknown.any():
             task[unknown] = self.router(self.base_features({"x": x[unknown]}))
-        out = torch.zeros(x.shape[0], self.text.shape[1])
+        out = torch.zeros(x.shape[0], self.text.shape[1], device=x.device)
         for t in torch.unique(task).tolist():
             rows = (task == t).nonzero()[:, 0]
             if t < 0 or f"task-{t}" not in self.vision.peft_config:

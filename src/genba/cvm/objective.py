@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genba.device import module_device
 from genba.continual.objective import ContinualObjective
 from genba.errors import GenbaError
 
@@ -92,8 +93,8 @@ class StreamObjective(ContinualObjective):
         self.eval()
         out = []
         for start in range(0, len(x), batch):
-            logits = self.all_logits(x[start:start + batch])
-            out.append(logits[:, lo:upto].argmax(-1) + lo)
+            logits = self.all_logits(x[start:start + batch].to(module_device(self)))  # the engine may have moved us
+            out.append((logits[:, lo:upto].argmax(-1) + lo).cpu())
         self.train(was)
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 

@@ -172,15 +172,17 @@ CALIBRATION_IMAGES = 256
 
 def build_tower(backbone, runtime: str, *, size: int, preprocess: Callable, directory: Path | None = None) -> OnnxTower:
     """The tower of `runtime`: 'onnx' (the fp32 graph) or 'onnx-int8' (the fp32 graph statically
-    quantised by onnxruntime: int8 weights per channel and int8 activations (QDQ), calibrated
-    (MinMax) on CALIBRATION_IMAGES seeded crops of real photographs, the same ones for every dataset)."""
+    quantised by onnxruntime into integer operators (QOperator): int8 weights per output channel,
+    uint8 activations, ranges calibrated (MinMax) on CALIBRATION_IMAGES seeded crops of real
+    photographs, the same ones for every dataset. Chosen over QDQ with int8 activations, which ran
+    at half the fp32 graph's speed here with the same agreement (about 0.87 cosine on held-out crops)."""
     key = {"tower": backbone.provenance, "precision": "fp32"}
     fp32 = OnnxTower.build(backbone, size=size, key=key, preprocess=preprocess, directory=directory)
     if runtime == "onnx":
         return fp32
     if runtime != "onnx-int8":
         raise GenbaError(f"unknown ONNX runtime '{runtime}': onnx or onnx-int8")
-    qkey = {"format": GRAPH_FORMAT, "from": key_digest(fp32.meta["key"]), "precision": "int8-static-qdq-minmax",
+    qkey = {"format": GRAPH_FORMAT, "from": key_digest(fp32.meta["key"]), "precision": "int8-static-qoperator-u8s8-perchannel-minmax",
             "calibration": f"photo-crops:{CALIBRATION_IMAGES}:seed1234"}
     path = fp32.path.with_name(f"{key_digest(qkey)}.int8.onnx")
     meta = _read_meta(path, qkey)
@@ -210,8 +212,8 @@ def _quantize(fp32: OnnxTower, key: dict, preprocess: Callable, path: Path) -> d
 
     start = time.perf_counter()
     tmp = path.with_suffix(".tmp.onnx")
-    quantize_static(str(fp32.path), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(str(fp32.path), str(tmp), Reader(), quant_format=QuantFormat.QOperator, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     model = onnx.load(str(tmp))
     tmp.unlink(missing_ok=True)
     pixels = torch.stack([preprocess(image) for image in _photo_crops(PARITY_IMAGES)])

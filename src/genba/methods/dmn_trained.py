@@ -24,6 +24,7 @@ from genba.memory.read import l2_normalize, memory_read
 from genba.methods.dmn import DMNTFConfig, DMNTrainingFree
 from genba.methods.registry import register_method
 from genba.methods.training import SupportData, check_train
+from genba.device import CPU
 from genba.train import Objective, TrainConfig, fit
 
 
@@ -82,7 +83,8 @@ class DMNTrained(DMNTrainingFree):
 
     def _train(self, sj, sc, y, val) -> None:
         objective = BiasObjective(self, SupportData(sj, sc, y))
-        fit(objective, objective.support.rows(), self.config.train, progress=False, desc="dmn")
+        # few-shot support rows: trained on the CPU whatever --device says (the method's tensors live there)
+        fit(objective, objective.support.rows(), self.config.train, progress=False, desc="dmn", hardware=CPU)
         self.biases.requires_grad_(False)
         self._static_kv = self._biased_rows(self.static)  # the static memory never changes again
 

@@ -22,6 +22,7 @@ from genba.methods.base import Method
 from genba.methods.config import non_negative
 from genba.methods.registry import register_method
 from genba.methods.training import check_train
+from genba.device import CPU
 from genba.train import Callback, Objective, TensorData, TrainConfig, fit
 
 
@@ -83,7 +84,8 @@ class LinearProbe(Method):
 
     def _train(self, sj, sc, y, val) -> None:
         objective = LogisticObjective(sc[:, 0].contiguous(), y, self.num_classes)
-        fit(objective, TensorData(i=torch.arange(len(y))), self.config.train, callbacks=[L2Penalty(self.config.l2)],
+        # few-shot support rows: trained on the CPU whatever --device says (the method's tensors live there)
+        fit(objective, TensorData(i=torch.arange(len(y))), self.config.train, callbacks=[L2Penalty(self.config.l2)], hardware=CPU,
             progress=False, desc="linear-probe")
         self.weight, self.bias = objective.weight.detach().clone(), objective.bias.detach().clone()
 

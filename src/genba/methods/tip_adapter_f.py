@@ -47,6 +47,7 @@ from genba.methods.config import non_negative, positive
 from genba.methods.registry import register_method
 from genba.methods.tip_adapter import TipAdapter
 from genba.methods.training import SupportData, check_train
+from genba.device import CPU
 from genba.train import Objective, TrainConfig, fit
 
 
@@ -172,7 +173,8 @@ class _TrainedKeys(TipAdapter):
     def _train_keys(self, sj, sc, y, checked_val, alpha: float, beta: float) -> None:
         support = SupportData(sj, sc, y)
         objective = CacheKeysObjective(self, support, checked_val, alpha, beta)
-        fit(objective, support.rows(), self.config.train, progress=False, desc=self.name)
+        # few-shot support rows: trained on the CPU whatever --device says (the method's tensors live there)
+        fit(objective, support.rows(), self.config.train, progress=False, desc=self.name, hardware=CPU)
         self.keys = objective.keys.detach()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

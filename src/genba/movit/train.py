@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from genba.device import module_device, to_device
 from genba.train import Objective, TensorData, TrainConfig, TrainResult, fit, seeded
 from genba.movit.vit import MoViT, MoViTConfig
 
@@ -61,7 +62,7 @@ class MoViTObjective(Objective):
     def validate(self) -> float | None:
         if self.val is None:
             return None
-        x, y = self.val
+        x, y = to_device(self.val, module_device(self))  # the engine may have moved the model
         return float((self.model.predict_logits(x).argmax(1) == y).float().mean())
 
 
