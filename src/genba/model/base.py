@@ -91,6 +91,13 @@ class ModelKind:
         raise NotImplementedError
 
     @classmethod
+    def onnx_prepare(cls, encoder: dict, state: dict):
+        """image -> the tensor an exported graph of this kind reads (default: the encoder's preprocessing)."""
+        from genba.encoders import load_encoder
+
+        return load_encoder(encoder["spec"]).preprocess
+
+    @classmethod
     def describe(cls, model: Model) -> list[str]:
         """Kind-specific lines for `genba model show`."""
         return []

@@ -130,7 +130,8 @@ def export_model(path, onnx_path, *, int8: bool = False, images: list[str] | Non
     predictor = kind.predictor(model)
     sample, labels, where = _sample_images(model, images)
     props = {"genba.format": ONNX_FORMAT, "genba.kind": model.kind, "genba.classes": json.dumps(model.classes),
-             "genba.encoder": json.dumps(model.meta.get("encoder")), "genba.model_version": str(model.meta.get("version", 1))}
+             "genba.encoder": json.dumps(model.meta.get("encoder")), "genba.model_version": str(model.meta.get("version", 1)),
+             "genba.state": json.dumps(model.meta.get("state"))}
     with torch.no_grad():  # first: lazy parts of an encoder (class texts, heads) are built outside the trace
         reference = torch.cat([predictor.probabilities(sample[i:i + 32]) for i in range(0, len(sample), 32)]).numpy()
     graph, prepare = kind.onnx_graph(model, predictor)  # after the warm-up: every network the encoder loads lazily exists
@@ -210,10 +211,11 @@ class OnnxPredictor:
         if meta.get("genba.format") != ONNX_FORMAT:
             raise GenbaError(f"{path} is not an ONNX model genba exported from a model (`genba export --model M --onnx F`)")
         self.classes = json.loads(meta["genba.classes"])
-        encoder = json.loads(meta["genba.encoder"])
-        from genba.encoders import load_encoder
+        from genba.model import kinds  # noqa: F401
+        from genba.model.base import MODEL_KINDS
 
-        self.prepare = load_encoder(encoder["spec"]).preprocess
+        kind = MODEL_KINDS.get(meta["genba.kind"])
+        self.prepare = kind.onnx_prepare(json.loads(meta["genba.encoder"]), json.loads(meta.get("genba.state", "{}")))
 
     def probabilities(self, images) -> torch.Tensor:
         return torch.from_numpy(_run(self.session, torch.stack([self.prepare(im) for im in images])))
