@@ -208,9 +208,17 @@ class OnnxPredictor:
         except Exception as error:  # onnxruntime's own exception types
             raise GenbaError(f"{path} is not a loadable ONNX model ({str(error).splitlines()[0][:160]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
+        from genba.cvm.predict import ONNX_FORMAT as CVM_ONNX
+
+        self.classes = json.loads(meta.get("genba.classes", "[]"))
+        if meta.get("genba.format") == CVM_ONNX:  # a CVM graph: its own pixel preparation (genba.cvm.pixels)
+            from genba.cvm.pixels import normalize, resize_rgb
+
+            size = int(meta["genba.image_size"])
+            self.prepare = lambda im: torch.from_numpy(normalize(resize_rgb(im, size)))
+            return
         if meta.get("genba.format") != ONNX_FORMAT:
-            raise GenbaError(f"{path} is not an ONNX model genba exported from a model (`genba export --model M --onnx F`)")
-        self.classes = json.loads(meta["genba.classes"])
+            raise GenbaError(f"{path} is not an ONNX model genba exported (`genba export --model M --onnx F`)")
         from genba.model import kinds  # noqa: F401
         from genba.model.base import MODEL_KINDS
 
