@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
 
     specs = parse_stream(args.stream)
     for item in args.name_only:
-        dataset, sep, name = item.partition(":")
+        dataset, sep, name = item.rpartition(":")  # the dataset may hold colons itself (folder:<dir>)
         match = [i for i, s in enumerate(specs) if s.dataset == dataset and not s.only]
         if not sep or not match:
             raise GenbaError(f"--name-only takes DATASET:CLASS with DATASET in the stream, got '{item}'")
