@@ -110,5 +110,10 @@ def cmd_add_class(args) -> int:
     from genba.cvm.model_dir import add_classes
 
     bank = add_classes(args.model_dir, args.name, args.template)
+    from genba.model.base import MODEL_FILE, save_model
+    from genba.model.kinds.cvm import from_model_dir
+
+    if (args.model_dir / MODEL_FILE).is_file():  # the model file follows its directory
+        save_model(from_model_dir(args.model_dir), args.model_dir / MODEL_FILE)
     print(f"{args.model_dir}: {len(bank)} classes ({', '.join(args.name)} added by name); re-export with `genba export`")
     return 0
