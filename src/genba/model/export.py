@@ -119,7 +119,7 @@ def export_model(path, onnx_path, *, int8: bool = False, images: list[str] | Non
     """Write the ONNX graph of model `path` (and its int8 twin); returns the report (lines, figures)."""
     from genba.cache import atomic_write_bytes
     from genba.model import load
-    from genba.model.base import MODEL_KINDS
+    from genba.model.base import MODEL_KINDS, open_predictor
 
     model = load(path)
     kind = MODEL_KINDS.get(model.kind)
@@ -127,7 +127,7 @@ def export_model(path, onnx_path, *, int8: bool = False, images: list[str] | Non
     onnx_path = Path(onnx_path)
     if onnx_path.is_dir():
         raise GenbaError(f"--onnx {onnx_path} is a directory: give a file name such as {onnx_path / 'model.onnx'}")
-    predictor = kind.predictor(model)
+    predictor = open_predictor(model)
     sample, labels, where = _sample_images(model, images)
     props = {"genba.format": ONNX_FORMAT, "genba.kind": model.kind, "genba.classes": json.dumps(model.classes),
              "genba.encoder": json.dumps(model.meta.get("encoder")), "genba.model_version": str(model.meta.get("version", 1)),
