@@ -49,6 +49,9 @@ def test_cli_train_json_then_export_predict_and_add_class(tmp_path, two_tasks, c
     assert len(lines) == 36 and all(line.split("\t")[1] in set(WARM) | set(COOL) for line in lines)
     assert main(["cvm", "add-class", str(out), "--name", "teal", "--template", "a photo of {}."]) == 0
     assert ConceptBank.load(out / "concepts.safetensors").names[-1] == "teal"
+    from genba.model import load
+
+    assert load(out).classes[-1] == "teal"  # the run folder's model.genba follows add-class
     assert main(["cvm", "add-class", str(out), "--name", "Teal"]) == 2
     assert "duplicate class name" in capsys.readouterr().err
 

@@ -84,3 +84,18 @@ def test_cvm_model_exports_its_own_graph(folders, tmp_path, one_thread):
     assert report["parity_max_abs_dp"] < 1e-4
     rows = predict_folder(tmp_path / "cvm.onnx", site)  # the torch-free runner reads it
     assert len(rows) == 48 and np.isfinite([p for _, _, p in rows]).all()
+
+
+def test_movit_export_parity_and_onnx_predict(folders, tmp_path, one_thread):
+    from genba.model.export import export_model
+
+    site = folders[0]
+    out = tmp_path / "movit"
+    tiny = ["--steps", "6", "--set", "model.dim=8", "--set", "model.depth=1", "--set", "model.heads=2",
+            "--set", "mem.capacity=64", "--set", "mem.prototypes=4", "--set", "mem.topk=4"]
+    assert main(["movit", "train", "--dataset", f"folder:{site}", "--fraction", "1", "--out", str(out), "--quiet",
+                 "--no-cache", *tiny]) == 0
+    report = export_model(out, tmp_path / "mv.onnx")
+    assert report["parity_max_abs_dp"] < 1e-4
+    paths, _ = split_files(f"folder:{site}")
+    _parity(out, tmp_path / "mv.onnx", paths, tmp_path)

@@ -41,8 +41,9 @@ def cmd_zeroshot(args) -> int:
     print(markdown_table(["class", "top-1 (%)", "# predicted"], rows))
     print()
     print(markdown_table(
-        ["dataset", "encoder", "split", "n", "top-1 (%)", "chance (%)", "majority (%)"],
-        [[result["dataset"], args.encoder, result["split"], result["n"], result["top1"], result["chance"], result["majority"]]],
+        ["dataset", "encoder", "split", "n", "top-1 (%)", "balanced acc (%)", "chance (%)", "majority (%)"],
+        [[result["dataset"], args.encoder, result["split"], result["n"], result["top1"], result["balanced_accuracy"],
+          result["chance"], result["majority"]]],
     ))
     if args.json:
         write_json(args.json, result)

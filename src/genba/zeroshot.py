@@ -68,5 +68,6 @@ def evaluate_zeroshot(encoder: VisionLanguageEncoder, dataset, split: str = "tes
         "majority": 100.0 * counts.max().item() / len(features),
         "classnames": list(dataset.classnames),
         "per_class_top1": per_class,
+        "balanced_accuracy": sum(r for r, n in zip(per_class, counts.tolist()) if n) / max(1, int((counts > 0).sum())),
         "predicted_count": predicted.tolist(),
     }

@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
 
     specs = parse_stream(args.stream)
     for item in args.name_only:
-        dataset, sep, name = item.partition(":")
+        dataset, sep, name = item.rpartition(":")  # the dataset may hold colons itself (folder:<dir>)
         match = [i for i, s in enumerate(specs) if s.dataset == dataset and not s.only]
         if not sep or not match:
             raise GenbaError(f"--name-only takes DATASET:CLASS with DATASET in the stream, got '{item}'")
@@ -109,6 +109,11 @@ def cmd_add_class(args) -> int:
     from genba.cvm.model_dir import add_classes
 
     bank = add_classes(args.model_dir, args.name, args.template)
+    from genba.model.base import MODEL_FILE, save_model
+    from genba.model.kinds.cvm import from_model_dir
+
+    if (args.model_dir / MODEL_FILE).is_file():  # the model file follows its directory
+        save_model(from_model_dir(args.model_dir), args.model_dir / MODEL_FILE)
     print(f"{args.model_dir}: {len(bank)} classes ({', '.join(args.name)} added by name); re-export with `genba export`")
     return 0
 

@@ -105,6 +105,13 @@ class ModelKind:
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset({"predict"})
     summary: ClassVar[str] = ""
+    state_spec: ClassVar = None
+    """genba.metaschema spec of meta["state"] (checked by load_model)."""
+
+    @classmethod
+    def check(cls, meta: dict, tensors: dict) -> str | None:
+        """A problem of this kind's metadata against its tensors, or None (checked by load_model)."""
+        return None
 
     def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)
@@ -115,6 +122,13 @@ class ModelKind:
     def predictor(cls, model: Model, *, cache=None, progress: bool = False):
         """An object with `.classes` and `.probabilities(images) -> (N, C)` for RGB PIL images."""
         raise NotImplementedError
+
+    @classmethod
+    def onnx_prepare(cls, encoder: dict, state: dict):
+        """image -> the tensor an exported graph of this kind reads (default: the encoder's preprocessing)."""
+        from genba.encoders import load_encoder
+
+        return load_encoder(encoder["spec"]).preprocess
 
     @classmethod
     def describe(cls, model: Model) -> list[str]:
@@ -170,7 +184,29 @@ def load_model(path: str | Path) -> Model:
     if kind not in MODEL_KINDS:
         raise GenbaError(f"{path} is a model of kind {kind!r}, which this genba does not know (it knows "
                          f"{', '.join(MODEL_KINDS.names())}): upgrade genba")
+    kind_cls = MODEL_KINDS.get(kind)
+    problem = kind_cls.state_spec.problem(meta["state"], "meta.state") if kind_cls.state_spec is not None else None
+    problem = problem or kind_cls.check(meta, tensors)
+    if problem:
+        raise GenbaError(f"{path}: {problem}; re-create the model with `genba adapt|continual|cvm train|movit train --out`")
     return Model(kind, meta, tensors, path)
+
+
+def open_predictor(model: Model, **options):
+    """The kind's predictor of `model`; anything in the file that cannot be used (a hyperparameter out
+    of range, a tensor of the wrong shape, a field of the wrong type) is one GenbaError naming the file."""
+    kind = MODEL_KINDS.get(model.kind)
+    kind.require("predict")
+    try:
+        return kind.predictor(model, **options)
+    except GenbaError as error:
+        if model.path is not None and str(model.path) in str(error):
+            raise
+        raise GenbaError(f"{model.path}: {error}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as error:
+        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise GenbaError(f"{model.path}: this model's description or tensors cannot be used ({type(error).__name__}: "
+                         f"{detail}); re-create it with `genba adapt|continual|cvm train|movit train --out`") from None
 
 
 def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

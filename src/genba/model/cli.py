@@ -108,15 +108,13 @@ def cmd_predict(args) -> int:
     if args.top_k < 1:
         raise GenbaError(f"--top-k must be 1 or more, got {args.top_k}")
     from genba.model import load
-    from genba.model.base import MODEL_KINDS
+    from genba.model.base import open_predictor
     from genba.model.images import image_paths
     from genba.model.predict import predict_paths, write_rows
 
     model = load(args.model)
-    kind = MODEL_KINDS.get(model.kind)
-    kind.require("predict")
     paths = image_paths(args.images)
-    predictor = kind.predictor(model, progress=not args.quiet)
+    predictor = open_predictor(model, progress=not args.quiet)
     rows, skipped = predict_paths(predictor, paths, top_k=args.top_k, batch_size=args.batch_size,
                                   progress=not args.quiet)
     write_rows(rows, args.out, args.format or "csv")

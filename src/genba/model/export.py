@@ -119,7 +119,7 @@ def export_model(path, onnx_path, *, int8: bool = False, images: list[str] | Non
     """Write the ONNX graph of model `path` (and its int8 twin); returns the report (lines, figures)."""
     from genba.cache import atomic_write_bytes
     from genba.model import load
-    from genba.model.base import MODEL_KINDS
+    from genba.model.base import MODEL_KINDS, open_predictor
 
     model = load(path)
     kind = MODEL_KINDS.get(model.kind)
@@ -127,10 +127,11 @@ def export_model(path, onnx_path, *, int8: bool = False, images: list[str] | Non
     onnx_path = Path(onnx_path)
     if onnx_path.is_dir():
         raise GenbaError(f"--onnx {onnx_path} is a directory: give a file name such as {onnx_path / 'model.onnx'}")
-    predictor = kind.predictor(model)
+    predictor = open_predictor(model)
     sample, labels, where = _sample_images(model, images)
     props = {"genba.format": ONNX_FORMAT, "genba.kind": model.kind, "genba.classes": json.dumps(model.classes),
-             "genba.encoder": json.dumps(model.meta.get("encoder")), "genba.model_version": str(model.meta.get("version", 1))}
+             "genba.encoder": json.dumps(model.meta.get("encoder")), "genba.model_version": str(model.meta.get("version", 1)),
+             "genba.state": json.dumps(model.meta.get("state"))}
     with torch.no_grad():  # first: lazy parts of an encoder (class texts, heads) are built outside the trace
         reference = torch.cat([predictor.probabilities(sample[i:i + 32]) for i in range(0, len(sample), 32)]).numpy()
     graph, prepare = kind.onnx_graph(model, predictor)  # after the warm-up: every network the encoder loads lazily exists
@@ -207,13 +208,22 @@ class OnnxPredictor:
         except Exception as error:  # onnxruntime's own exception types
             raise GenbaError(f"{path} is not a loadable ONNX model ({str(error).splitlines()[0][:160]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("genba.format") != ONNX_FORMAT:
-            raise GenbaError(f"{path} is not an ONNX model genba exported from a model (`genba export --model M --onnx F`)")
-        self.classes = json.loads(meta["genba.classes"])
-        encoder = json.loads(meta["genba.encoder"])
-        from genba.encoders import load_encoder
+        from genba.cvm.predict import ONNX_FORMAT as CVM_ONNX
 
-        self.prepare = load_encoder(encoder["spec"]).preprocess
+        self.classes = json.loads(meta.get("genba.classes", "[]"))
+        if meta.get("genba.format") == CVM_ONNX:  # a CVM graph: its own pixel preparation (genba.cvm.pixels)
+            from genba.cvm.pixels import normalize, resize_rgb
+
+            size = int(meta["genba.image_size"])
+            self.prepare = lambda im: torch.from_numpy(normalize(resize_rgb(im, size)))
+            return
+        if meta.get("genba.format") != ONNX_FORMAT:
+            raise GenbaError(f"{path} is not an ONNX model genba exported (`genba export --model M --onnx F`)")
+        from genba.model import kinds  # noqa: F401
+        from genba.model.base import MODEL_KINDS
+
+        kind = MODEL_KINDS.get(meta["genba.kind"])
+        self.prepare = kind.onnx_prepare(json.loads(meta["genba.encoder"]), json.loads(meta.get("genba.state", "{}")))
 
     def probabilities(self, images) -> torch.Tensor:
         return torch.from_numpy(_run(self.session, torch.stack([self.prepare(im) for im in images])))

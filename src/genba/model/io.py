@@ -18,15 +18,26 @@ from genba.artefact import decode_artefact, encode_artefact, read_artefact, writ
 from genba.errors import GenbaError
 from genba.metaschema import AnyJSON, Dict, Int, List, Nullable, Schema, Str
 
+
+def _cross_check(meta: dict, tensors: dict) -> str | None:
+    """The class list against the class-text rows every kind with text keeps."""
+    for name in ("text", "learner/text"):
+        if name in tensors and (tensors[name].dim() != 2 or tensors[name].shape[0] != len(meta["classes"])):
+            return f"tensor {name} has shape {tuple(tensors[name].shape)} but the model lists {len(meta['classes'])} classes"
+    return None
+
 KIND = "model"
 SCHEMA = Schema(
     fields={"format": Str(max_len=64), "format_version": Int(min=1, max=1000), "kind": Str(max_len=100),
             "genba_version": Str(max_len=100), "command": Str(max_len=100_000), "created": Str(max_len=64),
-            "encoder": Nullable(Dict(allow_extra=True, fields={"spec": Str(max_len=5000), "provenance": Str(max_len=100_000)})),
+            "encoder": Nullable(Dict(fields={"spec": Str(max_len=5000), "provenance": Str(max_len=100_000),
+                                             "text_model": Nullable(Str(max_len=5000)),
+                                             "text_provenance": Nullable(Str(max_len=100_000))},
+                                     optional=("text_model", "text_provenance"))),
             "classes": List(Str(max_len=1000), min_len=1, max_len=1_000_000), "method": Str(max_len=1000),
             "hyperparameters": AnyJSON(), "chosen": AnyJSON(), "data": AnyJSON(), "metrics": AnyJSON(),
-            "state": AnyJSON(), "version": Int(min=1, max=10**9), "parent": Nullable(AnyJSON())},
-    allow_extra=True)
+            "state": Dict(allow_extra=True), "version": Int(min=1, max=10**9), "parent": Nullable(AnyJSON())},
+    check=_cross_check)
 
 
 def write_model_file(path: str | Path, meta: dict, tensors: dict[str, torch.Tensor]) -> Path:

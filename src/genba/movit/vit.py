@@ -197,7 +197,7 @@ class MoViT(nn.Module):
         if t.shape[1] != self.cfg.tokens:
             raise GenbaError(f"the model takes {self.cfg.tokens} tokens per image, got {t.shape[1]}: "
                              "use the image size / encoder it was trained with")
-        h = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
+        h = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], 1) + self.pos
         for block in self.blocks:
             h = block(h, ids)
         return self.head(self.norm(h[:, 0]))

@@ -131,13 +131,53 @@ def static_graph(predictor):
     return ProbabilityGraph(forward, [encoder])
 
 
+def _state_spec():
+    from genba.metaschema import Dict, Int, List, Nullable, Str
+
+    return Dict({"space": Str(choices=("joint", "visual")), "shots": Nullable(Int(min=0, max=10**7)),
+                 "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=10**7),
+                 "num_classes": Int(min=1, max=1_000_000), "templates": List(Str(max_len=500), min_len=1, max_len=1000)})
+
+
+def check_adapt(method_cls, meta: dict, tensors: dict) -> str | None:
+    """The adapt model's description against its method and tensors."""
+    import dataclasses
+
+    state, classes = meta["state"], meta["classes"]
+    if state["num_classes"] != len(classes):
+        return f"meta.state.num_classes is {state['num_classes']} but the model lists {len(classes)} classes"
+    if any(t.count("{}") != 1 for t in state["templates"]):
+        return "meta.state.templates: every template needs exactly one '{}'"
+    hp = meta["hyperparameters"]
+    fields = {f.name for f in dataclasses.fields(method_cls.config_cls)}
+    if not isinstance(hp, dict) or set(hp) != fields:
+        got = sorted(hp) if isinstance(hp, dict) else type(hp).__name__
+        return f"meta.hyperparameters has {got}, the method {meta['method']!r} takes {sorted(fields)}"
+    if meta["method"] != method_cls.name:
+        return f"meta.method {meta['method']!r} is not this kind's method {method_cls.name!r}"
+    if state["space"] == "visual" and "support/joint" in tensors and "support/cache" not in tensors:
+        return "a visual-space model needs its support/cache tensor"
+    if "support/labels" in tensors:
+        labels = tensors["support/labels"]
+        if labels.dim() != 1 or labels.numel() != tensors.get("support/joint", labels).shape[0] or \
+                (labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes)):
+            return "tensor support/labels does not match the support rows or the classes"
+    return None
+
+
 def _make_kind(method_name: str, method_cls) -> type:
     caps = {"predict", "test_time_writes"} if method_cls.test_time else {"predict", "export"}
+    state_spec_value = _state_spec()
 
     class AdaptKind(ModelKind):
         capabilities = frozenset(caps)
         summary = f"adapt method {method_name} on a frozen encoder's features"
         method = method_name
+        state_spec = state_spec_value
+
+        @classmethod
+        def check(cls, meta, tensors):
+            return check_adapt(method_cls, meta, tensors)
 
         @classmethod
         def predictor(cls, model, *, cache=None, progress=False, encoder=None):

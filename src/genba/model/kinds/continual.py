@@ -108,6 +108,30 @@ class ContinualPredictor:
 class ContinualKind(ModelKind):
     capabilities = frozenset({"predict", "learn_task", "export"})
 
+    from genba.metaschema import AnyJSON, Dict, Int, List, Nullable, Str
+
+    state_spec = Dict({"stream": List(Str(max_len=5000), min_len=1, max_len=10_000),
+                       "tasks": List(Dict({"name": Str(max_len=5000), "offset": Int(min=0, max=10**6),
+                                           "classes": List(Str(max_len=1000), min_len=1, max_len=10**6)},
+                                          allow_extra=True), min_len=1, max_len=10_000),
+                       "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=10**7),
+                       "caps": List(Nullable(Int(min=1, max=10**9)), min_len=2, max_len=2),
+                       "hidden": Int(min=0, max=65_536), "strategy_config": Dict(values=AnyJSON(), max_len=64)})
+    del AnyJSON, Dict, Int, List, Nullable, Str
+
+    @classmethod
+    def check(cls, meta, tensors):
+        tasks, offset = meta["state"]["tasks"], 0
+        for task in tasks:
+            if task["offset"] != offset:
+                return f"meta.state.tasks: task {task['name']!r} starts at class {task['offset']}, expected {offset}"
+            offset += len(task["classes"])
+        if offset != len(meta["classes"]) or len(meta["state"]["stream"]) != len(tasks):
+            return "meta.state.tasks do not add up to the model's classes and stream"
+        if "learner/text" not in tensors or "learner/centre" not in tensors:
+            return "the learner's class texts or centre are missing"
+        return None
+
     @classmethod
     def onnx_graph(cls, model, predictor):
         from genba.model.export import ProbabilityGraph

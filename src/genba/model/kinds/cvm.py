@@ -16,7 +16,12 @@ import torch
 from genba.model.base import MODEL_KINDS, Model, ModelKind
 from genba.model.kinds.bundle import pack, unpacked
 
-FILES = ("model.safetensors", "concepts.safetensors", "cvm.json")
+
+def _dir_files(d: Path) -> dict[str, Path]:
+    """Every file of the CVM model directory (whatever its layout), but the model file itself."""
+    from genba.model.base import MODEL_FILE
+
+    return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and p.name != MODEL_FILE and not p.name.startswith(".")}
 
 
 def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None) -> Model:
@@ -30,7 +35,7 @@ def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None
     run = meta.get("run") if isinstance(meta.get("run"), dict) else {}
     train = run.get("hyperparameters", {})
     return Model.create(
-        "cvm", classes=list(bank.names), tensors=pack({name: d / name for name in FILES}),
+        "cvm", classes=list(bank.names), tensors=pack(_dir_files(d)),
         encoder={"spec": "cvm-student", "provenance": json.dumps(meta["student"], sort_keys=True),
                  "text_model": meta.get("text_model"), "text_provenance": meta.get("text_provenance")},
         method=f"cvm ({meta['head']['kind']} head, {meta['loss']} loss)",

@@ -38,6 +38,13 @@ def from_artefact(path: str | Path, result: dict | None = None) -> Model:
                                 "backbone": prov.get("backbone"), "image_size": prov.get("image_size")})
 
 
+def scratch_pixels(image, input_name: str) -> torch.Tensor:
+    """One image as the scratch setting reads it: 'pixels:SxSxC' -> uint8 (C, S, S), bilinear resize."""
+    size, _, channels = (int(v) for v in input_name.split(":", 1)[1].split("x"))
+    a = np.asarray(image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(np.ascontiguousarray(a[None] if channels == 1 else a.transpose(2, 0, 1)))
+
+
 class MoViTPredictor:
     def __init__(self, model: Model) -> None:
         from genba.movit.artefact import load_artefact
@@ -65,10 +72,7 @@ class MoViTPredictor:
                 pixels = torch.stack([self.backbone.preprocess(im, size) for im in images])
                 fmap = self.backbone.forward_features(pixels.contiguous(memory_format=torch.channels_last), until=STAGE)
             return to_tokens(fmap.contiguous().half())
-        size, _, channels = (int(v) for v in self.state["input"].split(":", 1)[1].split("x"))
-        mode = "L" if channels == 1 else "RGB"
-        arrays = [np.asarray(im.convert(mode).resize((size, size), Image.BILINEAR)) for im in images]
-        return torch.from_numpy(np.stack([a[None] if channels == 1 else a.transpose(2, 0, 1) for a in arrays]))
+        return torch.stack([scratch_pixels(im, self.state["input"]) for im in images])
 
     def probabilities(self, images) -> torch.Tensor:
         return torch.softmax(self.model.predict_logits(self.inputs(images)).float(), dim=-1)
@@ -76,7 +80,39 @@ class MoViTPredictor:
 
 @MODEL_KINDS.register("movit", summary="MoViT: a transformer reading an external attention memory")
 class MoViTKind(ModelKind):
-    capabilities = frozenset({"predict"})
+    capabilities = frozenset({"predict", "export"})
+
+    @classmethod
+    def onnx_graph(cls, model, predictor):
+        """pixels (scratch: uint8 (N, C, S, S)) or tokens' source pixels (head: the backbone's
+        preprocessing) -> probabilities, memory read through the prototypes (static at inference)."""
+        from genba.model.export import ProbabilityGraph
+
+        net = predictor.model.eval()
+        if predictor.state["setting"] == "head":
+            from genba.movit.head import STAGE, to_tokens
+
+            backbone, size = predictor.backbone, int(predictor.state["image_size"])
+
+            def forward(pixels):
+                fmap = backbone.forward_features(pixels, until=STAGE)
+                return torch.softmax(net(to_tokens(fmap.half().float())).float(), dim=-1)
+
+            return ProbabilityGraph(forward, [net, backbone]), lambda im: backbone.preprocess(im, size)
+
+        def forward(pixels):
+            return torch.softmax(net(pixels).float(), dim=-1)
+
+        return ProbabilityGraph(forward, [net]), cls.onnx_prepare(model.meta["encoder"], predictor.state)
+
+    @classmethod
+    def onnx_prepare(cls, encoder: dict, state: dict):
+        if state["setting"] == "head":
+            from genba.movit.head import backbone
+
+            net, size = backbone(state["backbone"]), int(state["image_size"])
+            return lambda im: net.preprocess(im, size)
+        return lambda im: scratch_pixels(im, state["input"])
 
     @classmethod
     def predictor(cls, model, *, cache=None, progress=False, encoder=None):
