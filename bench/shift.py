@@ -230,7 +230,9 @@ def report(records, args, provenance: str, seconds) -> tuple[str, str]:
 def calibration_tables(records, args, head) -> str:
     """ECE and the MSP OOD AUROC tables (n/a where the json predates them)."""
     if not all("ece" in r for d in records for r in d["results"]):
-        return "n/a: this run predates the metric (rerun bench/shift.py without --tables-only)."
+        return ("n/a: this run predates the metric (rerun bench/shift.py without --tables-only); "
+                "`python bench/shift.py --datasets digits --out bench/results/shift_calibration` measured them for "
+                "digits (shift_calibration.md; its top-1 figures equal the digits rows here).")
     ece = summary(records, args.seed, args.severities, "ece")
     ood = summary(records, args.seed, args.severities, "ood_auroc")
     pairs = ", ".join(f"{d['ood_dataset']} for {d['dataset']}" for d in records)
