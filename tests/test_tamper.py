@@ -170,6 +170,11 @@ ACCEPTED = {
     ("train-checkpoint", "state.history[0].loss", "negative"), ("train-checkpoint", "state.history[0].loss", "10**9"),
     ("movit-model", "provenance.train_ids[0]", "10**9"), ("movit-model", "provenance.train_ids[0]", "missing"),
     ("movit-model", "provenance.seed", "10**9"), ("movit-model", "config.mem.bias_init", "negative"),
+    # an adapt model: any seed is a seed; --val-per-class has no upper bound (each class gives
+    # min(val_per_class, n_c - 1) images); a test split of 10**9 images is a count (no tensor has its
+    # size); one template fewer is still a valid template list (the text classifier is a tensor)
+    ("model", "state.seed", "10**9"), ("model", "state.val_per_class", "10**9"), ("model", "metrics.n_test", "10**9"),
+    ("model", "state.templates[0]", "missing"),
 }
 ACCEPTED_PREFIXES = {  # opaque records kept for people, never used to compute anything
     ("cvm-model", "run"), ("movit-model", "hyperparameters"), ("sak-model", "extra"),

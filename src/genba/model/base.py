@@ -31,6 +31,7 @@ FORMAT = "genba-model"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.genba"  # the model inside a run folder (continual, cvm train, movit train --out DIR)
 CAPABILITIES = ("predict", "test_time_writes", "learn_task", "export")
+KIND_FIELDS = ("hyperparameters", "chosen", "data", "metrics", "state")  # each kind's schema covers these
 MODEL_KINDS = Registry("model kind")
 
 
@@ -105,6 +106,14 @@ class ModelKind:
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset({"predict"})
     summary: ClassVar[str] = ""
+    meta_schema: ClassVar[dict] = {}
+    """genba.metaschema specs of the kind's own metadata, one per KIND_FIELDS entry (what the kind
+    reads to rebuild itself and its records): checked by the model file's schema (genba.model.io)."""
+
+    @classmethod
+    def meta_problem(cls, meta: dict, tensors: dict) -> str | None:
+        """Cross-checks of schema-valid metadata against itself and the tensors (counts, shapes)."""
+        return None
 
     def __init_subclass__(cls, **kw) -> None:
         super().__init_subclass__(**kw)
@@ -127,6 +136,22 @@ class ModelKind:
             able = [e.name for e in MODEL_KINDS.entries() if capability in e.obj.capabilities]
             raise GenbaError(f"a {cls.name!r} model cannot {capability.replace('_', ' ')}; kinds that can: "
                              f"{', '.join(able) or '(none)'}")
+
+
+def kind_problem(meta: dict, tensors: dict) -> str | None:
+    """The model file's kind-specific check (run by genba.model.io's SCHEMA once the shared fields are
+    valid): the kind's `meta_schema`, then its `meta_problem`. A foreign format, a newer format
+    version or an unknown kind pass here: load_model says which in its own words."""
+    from genba.metaschema import Dict
+    from genba.model import kinds  # noqa: F401  (registers every kind)
+
+    if meta["format"] != FORMAT or meta["format_version"] > FORMAT_VERSION or meta["kind"] not in MODEL_KINDS:
+        return None
+    kind = MODEL_KINDS.get(meta["kind"])
+    missing = [k for k in KIND_FIELDS if k not in kind.meta_schema]
+    if missing:  # a kind without its schema is a bug of genba, not of the file
+        raise TypeError(f"model kind {meta['kind']!r} declares no meta_schema for {missing}")
+    return Dict(kind.meta_schema).problem({k: meta[k] for k in KIND_FIELDS}, "meta") or kind.meta_problem(meta, tensors)
 
 
 def save_model(model: Model, path: str | Path) -> Path:

@@ -15,8 +15,70 @@ from __future__ import annotations
 import torch
 
 from genba.errors import GenbaError
+from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, OneOf, Str, dataclass_spec
 from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
+from genba.model.io import IDS, PERCENT
 from genba.model.kinds.adapt import load_checked_encoder
+
+WIDTH = Int(min=0, max=4096)  # adapter widths, expert counts: what the rebuild allocates before loading tensors
+# a strategy's config (genba.continual.strategies: dataclasses checked by their own __post_init__,
+# run by meta_problem); numbers bounded here, widths tighter (they size the rebuilt adapters)
+STRATEGY_VALUE = OneOf((Bool(), Int(min=0, max=10**7), Float(min=0.0, max=1e6), Str(max_len=4096)))
+STRATEGY_CONFIG = Dict(values=STRATEGY_VALUE, max_len=100)
+ITEM = Str(max_len=4096)  # a stream item (folder:<dir>, a dataset name)
+TASK = Dict({"name": ITEM, "offset": Int(min=0, max=1_000_000), "classes": List(Str(min_len=1, max_len=1000), min_len=1,
+                                                                                  max_len=1_000_000),
+             "train_rows": Int(min=0, max=10**7), "val_rows": Int(min=0, max=10**7), "test_rows": Int(min=0, max=10**12)},
+            optional=("train_rows", "val_rows", "test_rows"))  # a model converted from an adapt model has no split rows
+
+
+def _meta_schema() -> dict:
+    from genba.train.config import RANGES, TrainConfig
+
+    return {"hyperparameters": Dict({"method": STRATEGY_CONFIG, "train": dataclass_spec(TrainConfig, RANGES), "hidden": WIDTH}),
+            "chosen": Dict(values=Str(max_len=10_000), max_len=100),
+            "data": Dict({"sources": List(Dict({"task": ITEM, "train_ids": IDS, "validation_ids": IDS}), min_len=1,
+                                          max_len=10_000)}),
+            "metrics": Dict({"setting": Str(choices=("mtil", "xtail")),
+                             "accuracy_matrix": List(List(Nullable(PERCENT), max_len=10_000), min_len=1, max_len=10_000),
+                             "metrics": Dict(values=OneOf((Nullable(Float()), List(Nullable(Float()), max_len=10_000))),
+                                             max_len=100)}, optional=("metrics",)),
+            "state": Dict({"stream": List(ITEM, min_len=1, max_len=10_000), "tasks": List(TASK, min_len=1, max_len=10_000),
+                           "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=2**63 - 1),
+                           "caps": List(Nullable(Int(min=1, max=10**9)), min_len=2, max_len=2), "hidden": WIDTH,
+                           "strategy_config": STRATEGY_CONFIG})}
+
+
+def meta_problem(meta: dict, tensors: dict) -> str | None:
+    """The strategy's own config checks; tasks, classes, sources and text rows that must agree."""
+    import dataclasses
+
+    from genba.continual.strategies import STRATEGIES_REGISTRY, make_config
+
+    state, hp = meta["state"], meta["hyperparameters"]
+    cfg = state["strategy_config"]
+    try:
+        fields = {f.name for f in dataclasses.fields(STRATEGIES_REGISTRY.get(meta["method"]).config_cls)}
+        make_config(meta["method"], cfg)
+    except GenbaError as error:
+        return f"meta.state.strategy_config: {str(error).splitlines()[0][:200]}"
+    if set(cfg) != fields - ({"path"} if "path" not in cfg else set()) or {k: v for k, v in hp["method"].items()} != cfg:
+        return "meta.state.strategy_config: not exactly the strategy's fields, or not its hyperparameters"
+    if any(k in ("hidden", "experts", "top_k") and WIDTH.problem(v, k) for k, v in cfg.items()):
+        return "meta.state.strategy_config: an adapter width or expert count above 4096"
+    tasks, C = state["tasks"], len(meta["classes"])
+    if [c for t in tasks for c in t["classes"]] != meta["classes"] or [t["offset"] for t in tasks] != \
+            [sum(len(t["classes"]) for t in tasks[:i]) for i in range(len(tasks))]:
+        return "meta.state.tasks: their classes and offsets are not the model's classes"
+    if not len(tasks) == len(state["stream"]) == len(meta["data"]["sources"]) or state["hidden"] != hp["hidden"]:
+        return f"meta.state: {len(tasks)} tasks but {len(state['stream'])} stream items and " \
+               f"{len(meta['data']['sources'])} data sources (or hidden differs from the hyperparameters)"
+    text = tensors.get("learner/text")
+    if text is None or text.dim() != 2 or text.shape[0] != C:
+        return f"tensor 'learner/text' is not ({C}, dim): one text row per class"
+    if any(len(row) > len(tasks) for row in meta["metrics"]["accuracy_matrix"]):
+        return "meta.metrics.accuracy_matrix: a row longer than the tasks"
+    return None
 
 
 def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, stream_items: list[str], setting: str,
@@ -107,6 +169,11 @@ class ContinualPredictor:
 @MODEL_KINDS.register("continual", summary="continual learner: class-text adapter(s) on a frozen encoder")
 class ContinualKind(ModelKind):
     capabilities = frozenset({"predict", "learn_task", "export"})
+    meta_schema = _meta_schema()
+
+    @classmethod
+    def meta_problem(cls, meta, tensors):
+        return meta_problem(meta, tensors)
 
     @classmethod
     def onnx_graph(cls, model, predictor):
@@ -159,7 +226,7 @@ def from_adapt(model: Model) -> Model:
         tensors["learner/cache.keys"] = torch.nn.functional.normalize(t["support/cache"].float(), dim=-1)
         tensors["learner/cache.labels"] = t["support/labels"].long()
     source = model.meta["data"]["sources"][0]
-    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta, "seed": int(state.get("seed", 0))}
+    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta}  # the memory strategy's fields (seed: state)
     return Model.create(
         "continual", classes=model.classes, tensors=tensors, encoder=model.meta["encoder"], method="memory",
         hyperparameters={"method": cfg, "train": DEFAULT_TRAIN.to_dict(), "hidden": 0},

@@ -13,10 +13,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genba.metaschema import AnyJSON, Dict, Int, List, Nullable, Str
 from genba.model.base import MODEL_KINDS, Model, ModelKind
 from genba.model.kinds.bundle import pack, unpacked
 
 FILES = ("model.safetensors", "concepts.safetensors", "cvm.json")
+# the embedded model directory describes the network (genba.cvm.model_dir checks it when the model
+# is rebuilt); the rest are records of the run: its settings, metrics and data sources as it wrote them
+META_SCHEMA = {
+    "hyperparameters": Dict(values=AnyJSON(), max_len=100), "chosen": Dict(values=Str(max_len=10_000), max_len=100),
+    "data": Dict({"sources": List(Dict(values=AnyJSON(), max_len=100), max_len=10_000)}),
+    "metrics": Dict(values=AnyJSON(), max_len=100),
+    "state": Dict({"known": Nullable(Int(min=0, max=1_000_000)), "licence": Nullable(Str(max_len=10_000))}),
+}
+
+
+def meta_problem(meta: dict, tensors: dict) -> str | None:
+    if set(tensors) != {f"bundle/{name}" for name in FILES} or any(v.dtype != torch.uint8 for v in tensors.values()):
+        return f"tensors: expected exactly the embedded {', '.join(FILES)} (uint8 bytes)"
+    if (meta["state"]["known"] or 0) > len(meta["classes"]):
+        return f"meta.state.known: {meta['state']['known']} classes known by image, of {len(meta['classes'])}"
+    return None
 
 
 def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None) -> Model:
@@ -70,6 +87,11 @@ class CVMPredictor:
 @MODEL_KINDS.register("cvm", summary="CVM student mapped into a frozen language model's concept space")
 class CVMKind(ModelKind):
     capabilities = frozenset({"predict", "export"})
+    meta_schema = META_SCHEMA
+
+    @classmethod
+    def meta_problem(cls, meta, tensors):
+        return meta_problem(meta, tensors)
 
     @classmethod
     def onnx_graph(cls, model, predictor):

@@ -14,10 +14,43 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genba.metaschema import AnyJSON, Dict, Float, Int, List, Nullable, Str
 from genba.model.base import MODEL_KINDS, Model, ModelKind
+from genba.model.io import COUNT, IDS
 from genba.model.kinds.bundle import pack, unpacked
 
 FILE = "movit.safetensors"
+# the embedded MoViT file is the network's description (its own schema, checked by meta_problem);
+# hyperparameters and how each was chosen are records of the run (MoViT's own file keeps them too)
+META_SCHEMA = {
+    "hyperparameters": Dict(values=AnyJSON(), max_len=1000), "chosen": Dict(values=Nullable(Str(max_len=1000)), max_len=1000),
+    "data": Dict({"sources": List(Dict({"dataset": Str(max_len=4000), "fingerprint": Str(max_len=200), "train_ids": IDS}),
+                                  min_len=1, max_len=1)}),
+    "metrics": Dict({"test_accuracy": Float(min=0.0, max=1.0), "n_train": COUNT, "n_val": COUNT, "n_test": COUNT,
+                     "inference": Str(max_len=100)}, optional=("test_accuracy", "n_train", "n_val", "n_test", "inference")),
+    "state": Dict({"setting": Str(choices=("scratch", "head")), "input": Str(max_len=4000),
+                   "backbone": Nullable(Str(max_len=4000)), "image_size": Nullable(Int(min=1, max=4096))}),
+}
+
+
+def meta_problem(meta: dict, tensors: dict) -> str | None:
+    """The embedded file, read with its own schema, must describe the same model: classes, input,
+    setting, backbone and image size, training ids."""
+    from genba.artefact import ArtefactError, decode_artefact
+    from genba.movit.artefact import KIND, SCHEMA
+
+    if set(tensors) != {f"bundle/{FILE}"} or tensors[f"bundle/{FILE}"].dtype != torch.uint8:
+        return f"tensors: expected exactly the embedded bundle/{FILE} (uint8 bytes)"
+    try:
+        inner = decode_artefact(tensors[f"bundle/{FILE}"].numpy().tobytes(), kind=KIND, schema=SCHEMA, name=FILE)
+    except ArtefactError as error:
+        return f"the embedded {FILE} {error.problem[:200]}"
+    prov, state = inner.meta["provenance"], meta["state"]
+    if (prov["classnames"], prov["input"], prov["setting"], prov.get("backbone"), prov.get("image_size")) != \
+            (meta["classes"], state["input"], state["setting"], state["backbone"], state["image_size"]) or \
+            meta["data"]["sources"][0]["train_ids"] != prov["train_ids"]:
+        return f"meta.state: classes, input, setting or training ids differ from the embedded {FILE}"
+    return None
 
 
 def from_artefact(path: str | Path, result: dict | None = None) -> Model:
@@ -77,6 +110,11 @@ class MoViTPredictor:
 @MODEL_KINDS.register("movit", summary="MoViT: a transformer reading an external attention memory")
 class MoViTKind(ModelKind):
     capabilities = frozenset({"predict"})
+    meta_schema = META_SCHEMA
+
+    @classmethod
+    def meta_problem(cls, meta, tensors):
+        return meta_problem(meta, tensors)
 
     @classmethod
     def predictor(cls, model, *, cache=None, progress=False, encoder=None):
