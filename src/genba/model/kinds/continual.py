@@ -17,7 +17,7 @@ import torch
 from genba.errors import GenbaError
 from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, OneOf, Str, dataclass_spec
 from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
-from genba.model.io import IDS, PERCENT
+from genba.model.io import COUNT, IDS, PERCENT
 from genba.model.kinds.adapt import load_checked_encoder
 
 WIDTH = Int(min=0, max=4096)  # adapter widths, expert counts: what the rebuild allocates before loading tensors
@@ -28,21 +28,24 @@ STRATEGY_CONFIG = Dict(values=STRATEGY_VALUE, max_len=100)
 ITEM = Str(max_len=4096)  # a stream item (folder:<dir>, a dataset name)
 TASK = Dict({"name": ITEM, "offset": Int(min=0, max=1_000_000), "classes": List(Str(min_len=1, max_len=1000), min_len=1,
                                                                                   max_len=1_000_000),
-             "train_rows": Int(min=0, max=10**7), "val_rows": Int(min=0, max=10**7), "test_rows": Int(min=0, max=10**12)},
-            optional=("train_rows", "val_rows", "test_rows"))  # a model converted from an adapt model has no split rows
+             "train_rows": Int(min=0, max=10**7), "val_rows": Int(min=0, max=10**7), "test_rows": COUNT})
+SCORE = Float(min=-100.0, max=100.0)  # a difference of two accuracies (%)
+RUN_METRICS = Dict({"transfer": PERCENT, "avg": PERCENT, "last": PERCENT, "bwt": SCORE, "fwt": SCORE, "forgetting": SCORE,
+                    "control_before": Nullable(PERCENT), "control_after": Nullable(PERCENT), "ece": PERCENT,
+                    "ms_per_image": Float(min=0.0, max=1e9)})  # genba.continual.protocol (its summary of the matrix)
+ROW = List(Nullable(PERCENT), max_len=10_000)
+LEARN_METRICS = Dict({"before": ROW, "after": ROW, "earlier_tasks_change": List(SCORE, max_len=10_000)})  # learn_task
 
 
 def _meta_schema() -> dict:
     from genba.train.config import RANGES, TrainConfig
 
     return {"hyperparameters": Dict({"method": STRATEGY_CONFIG, "train": dataclass_spec(TrainConfig, RANGES), "hidden": WIDTH}),
-            "chosen": Dict(values=Str(max_len=10_000), max_len=100),
+            "chosen": Dict({"method": Str(max_len=10_000), "train": Str(max_len=10_000)}),
             "data": Dict({"sources": List(Dict({"task": ITEM, "train_ids": IDS, "validation_ids": IDS}), min_len=1,
                                           max_len=10_000)}),
-            "metrics": Dict({"setting": Str(choices=("mtil", "xtail")),
-                             "accuracy_matrix": List(List(Nullable(PERCENT), max_len=10_000), min_len=1, max_len=10_000),
-                             "metrics": Dict(values=OneOf((Nullable(Float()), List(Nullable(Float()), max_len=10_000))),
-                                             max_len=100)}, optional=("metrics",)),
+            "metrics": Dict({"setting": Str(choices=("mtil", "xtail")), "accuracy_matrix": List(ROW, min_len=2, max_len=10_001),
+                             "metrics": OneOf((RUN_METRICS, LEARN_METRICS))}),
             "state": Dict({"stream": List(ITEM, min_len=1, max_len=10_000), "tasks": List(TASK, min_len=1, max_len=10_000),
                            "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=2**63 - 1),
                            "caps": List(Nullable(Int(min=1, max=10**9)), min_len=2, max_len=2), "hidden": WIDTH,
@@ -76,9 +79,39 @@ def meta_problem(meta: dict, tensors: dict) -> str | None:
     text = tensors.get("learner/text")
     if text is None or text.dim() != 2 or text.shape[0] != C:
         return f"tensor 'learner/text' is not ({C}, dim): one text row per class"
-    if any(len(row) > len(tasks) for row in meta["metrics"]["accuracy_matrix"]):
-        return "meta.metrics.accuracy_matrix: a row longer than the tasks"
-    return None
+    for i, (task, source) in enumerate(zip(tasks, meta["data"]["sources"])):
+        train, val = source["train_ids"], source["validation_ids"]
+        if (len(train), len(val)) != (task["train_rows"], task["val_rows"]) or not (_increasing(train) and _increasing(val)) \
+                or set(train) & set(val):
+            return f"meta.data.sources[{i}]: not {task['train_rows']} training and {task['val_rows']} validation ids, " \
+                   "sorted and disjoint (as genba.continual.stream splits them)"
+    return _metrics_problem(meta["metrics"], len(tasks), learned=meta["parent"] is not None)
+
+
+def _increasing(ids: list[int]) -> bool:
+    return all(a < b for a, b in zip(ids, ids[1:]))
+
+
+def _metrics_problem(metrics: dict, tasks: int, learned: bool) -> str | None:
+    """A run's matrix has one row before training and one per task; a model that learned more tasks
+    (genba learn) appends one row per call. Its summary is recomputed from the matrix."""
+    import math
+
+    from genba.continual.metrics import summary
+
+    A, m = metrics["accuracy_matrix"], metrics["metrics"]
+    if any(len(row) != tasks for row in A) or not (len(A) <= tasks + 1 if learned else len(A) == tasks + 1):
+        return f"meta.metrics.accuracy_matrix: not one row of {tasks} accuracies before and after each task"
+    if learned != ("after" in m):
+        return "meta.metrics.metrics: not the summary its writer (a run, or genba learn) records"
+    close = lambda a, b: a is not None and b is not None and math.isclose(a, b, abs_tol=1e-6)  # noqa: E731
+    if learned:
+        change = [a - b if a is not None and b is not None else None for a, b in zip(m["after"], m["before"])]
+        ok = m["after"] == A[-1] and len(m["before"]) == tasks and all(
+            close(c, d) for c, d in zip(m["earlier_tasks_change"], change)) and len(m["earlier_tasks_change"]) < tasks
+    else:
+        ok = not any(v is None for row in A for v in row) and all(close(m[k], v) for k, v in summary(A).items())
+    return None if ok else "meta.metrics.metrics: not the summary of its accuracy matrix"
 
 
 def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, stream_items: list[str], setting: str,
@@ -209,7 +242,8 @@ def from_adapt(model: Model) -> Model:
     """A zero-shot or Tip-Adapter model (visual cache space) as the continual learner it equals:
     zero adapter (the zero-shot path) + the continual `memory` strategy's TipCache holding the
     support rows: 100 cos(z, t) + alpha exp(-beta (1 - v K^T)) L, the Tip-Adapter logits when the
-    method's scale is 100. So that model can learn new tasks with the continual memory strategy."""
+    method's scale is 100. So that model can learn new tasks with the continual memory strategy.
+    It lives in memory only: genba learn writes the next version (from_run), never this one."""
     from genba.continual.learner import Learner
     from genba.continual.protocol import DEFAULT_TRAIN
 
