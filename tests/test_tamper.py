@@ -212,6 +212,17 @@ def test_every_kind_is_in_the_matrix():
     assert set(MAKERS) == set(KINDS), "add the new artefact kind to MAKERS (and ACCEPTED if needed)"
 
 
+def test_every_model_kind_declares_its_schema():
+    """What each kind of model file reads to rebuild itself is bounded by its own schema."""
+    from genba.metaschema import Spec
+    from genba.model.base import KIND_FIELDS, MODEL_KINDS
+    from genba.model import kinds  # noqa: F401
+
+    for entry in MODEL_KINDS.entries():
+        schema = entry.obj.meta_schema
+        assert set(schema) == set(KIND_FIELDS) and all(isinstance(s, Spec) for s in schema.values()), entry.name
+
+
 # ------------------------------------------------------------------ mutations
 def layout(data: bytes):
     n = int.from_bytes(data[:8], "little")

@@ -18,22 +18,30 @@ from genba.model.base import MODEL_KINDS, Model, ModelKind
 from genba.model.kinds.bundle import pack, unpacked
 
 FILES = ("model.safetensors", "concepts.safetensors", "cvm.json")
-# the embedded model directory describes the network (genba.cvm.model_dir checks it when the model
-# is rebuilt); the rest are records of the run: its settings, metrics and data sources as it wrote them
+# the embedded model directory describes the network (genba.cvm.model_dir checks it); every other
+# field is derived from it by from_model_dir, and meta_problem derives it again and compares
 META_SCHEMA = {
-    "hyperparameters": Dict(values=AnyJSON(), max_len=100), "chosen": Dict(values=Str(max_len=10_000), max_len=100),
+    "hyperparameters": Dict(values=AnyJSON(), max_len=100), "chosen": Dict(values=Nullable(Str(max_len=10_000)), max_len=100),
     "data": Dict({"sources": List(Dict(values=AnyJSON(), max_len=100), max_len=10_000)}),
     "metrics": Dict(values=AnyJSON(), max_len=100),
     "state": Dict({"known": Nullable(Int(min=0, max=1_000_000)), "licence": Nullable(Str(max_len=10_000))}),
 }
+DERIVED = ("classes", "encoder", "method", "hyperparameters", "chosen", "data", "metrics", "state")
 
 
 def meta_problem(meta: dict, tensors: dict) -> str | None:
+    """The embedded files, read by their own checked loader, must give this very description."""
     if set(tensors) != {f"bundle/{name}" for name in FILES} or any(v.dtype != torch.uint8 for v in tensors.values()):
         return f"tensors: expected exactly the embedded {', '.join(FILES)} (uint8 bytes)"
-    if (meta["state"]["known"] or 0) > len(meta["classes"]):
-        return f"meta.state.known: {meta['state']['known']} classes known by image, of {len(meta['classes'])}"
-    return None
+    from genba.errors import GenbaError
+
+    try:
+        with unpacked(tensors) as d:
+            derived = from_model_dir(d).meta
+    except GenbaError as error:  # it names a temporary folder: keep its problem only
+        return "the embedded model directory: " + str(error).split(": ", 1)[-1][:200]
+    differ = [k for k in DERIVED if derived[k] != meta[k]]
+    return f"meta.{differ[0]}: differs from what the embedded model directory says" if differ else None
 
 
 def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None) -> Model:

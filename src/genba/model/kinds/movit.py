@@ -14,20 +14,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genba.metaschema import AnyJSON, Dict, Float, Int, List, Nullable, Str
+from genba.metaschema import AnyJSON, Dict, Float, Int, List, Nullable, OneOf, Str
 from genba.model.base import MODEL_KINDS, Model, ModelKind
 from genba.model.io import COUNT, IDS
 from genba.model.kinds.bundle import pack, unpacked
 
 FILE = "movit.safetensors"
 # the embedded MoViT file is the network's description (its own schema, checked by meta_problem);
-# hyperparameters and how each was chosen are records of the run (MoViT's own file keeps them too)
+# hyperparameters and how each was chosen are its records, copied (meta_problem compares them)
 META_SCHEMA = {
     "hyperparameters": Dict(values=AnyJSON(), max_len=1000), "chosen": Dict(values=Nullable(Str(max_len=1000)), max_len=1000),
     "data": Dict({"sources": List(Dict({"dataset": Str(max_len=4000), "fingerprint": Str(max_len=200), "train_ids": IDS}),
                                   min_len=1, max_len=1)}),
-    "metrics": Dict({"test_accuracy": Float(min=0.0, max=1.0), "n_train": COUNT, "n_val": COUNT, "n_test": COUNT,
-                     "inference": Str(max_len=100)}, optional=("test_accuracy", "n_train", "n_val", "n_test", "inference")),
+    "metrics": OneOf((Dict({"test_accuracy": Float(min=0.0, max=1.0), "n_train": COUNT, "n_val": COUNT, "n_test": COUNT,
+                            "inference": Str(max_len=100)}), Dict({}))),  # genba.movit.run's result, or none given
     "state": Dict({"setting": Str(choices=("scratch", "head")), "input": Str(max_len=4000),
                    "backbone": Nullable(Str(max_len=4000)), "image_size": Nullable(Int(min=1, max=4096))}),
 }
@@ -50,7 +50,19 @@ def meta_problem(meta: dict, tensors: dict) -> str | None:
             (meta["classes"], state["input"], state["setting"], state["backbone"], state["image_size"]) or \
             meta["data"]["sources"][0]["train_ids"] != prov["train_ids"]:
         return f"meta.state: classes, input, setting or training ids differ from the embedded {FILE}"
+    m = meta["metrics"]
+    if m and len(prov["train_ids"]) not in (m["n_train"], m["n_train"] + m["n_val"]):
+        return f"meta.metrics: {m['n_train']} training images for {len(prov['train_ids'])} training ids"
+    hp = inner.meta["hyperparameters"]
+    if not isinstance(hp, dict) or (meta["hyperparameters"], meta["chosen"]) != _records(hp):
+        return f"meta.hyperparameters: not the hyperparameters (and how each was chosen) of the embedded {FILE}"
     return None
+
+
+def _records(hp: dict) -> tuple[dict, dict]:
+    """(value, how chosen) of each hyperparameter of a MoViT file, as the model keeps them."""
+    return ({k: v.get("value") if isinstance(v, dict) else v for k, v in hp.items()},
+            {k: v.get("chosen") for k, v in hp.items() if isinstance(v, dict)})
 
 
 def from_artefact(path: str | Path, result: dict | None = None) -> Model:
@@ -60,12 +72,11 @@ def from_artefact(path: str | Path, result: dict | None = None) -> Model:
     prov, hp = meta["provenance"], meta["hyperparameters"]
     metrics = {k: result[k] for k in ("test_accuracy", "n_train", "n_val", "n_test", "inference")
                if result and k in result}
+    values, chosen = _records(hp)
     return Model.create(
         "movit", classes=list(prov["classnames"]), tensors=pack({FILE: Path(path)}),
         encoder={"spec": prov.get("backbone", "pixels"), "provenance": prov["input"]},
-        method=f"movit ({prov['setting']})", hyperparameters={k: v.get("value") if isinstance(v, dict) else v
-                                                               for k, v in hp.items()},
-        chosen={k: v.get("chosen") for k, v in hp.items() if isinstance(v, dict)},
+        method=f"movit ({prov['setting']})", hyperparameters=values, chosen=chosen,
         data={"sources": [{"dataset": prov["dataset"], "fingerprint": prov["fingerprint"], "train_ids": prov["train_ids"]}]},
         metrics=metrics, state={"setting": prov["setting"], "input": prov["input"],
                                 "backbone": prov.get("backbone"), "image_size": prov.get("image_size")})
