@@ -26,8 +26,8 @@ IDS = List(Int(min=0, max=10**12), max_len=10**7)  # dataset indices (an image's
 COUNT = Int(min=0, max=10**12)  # images counted (test rows, ...)
 ENCODER = Dict({"spec": Str(max_len=5000), "provenance": Str(max_len=100_000), "text_model": Nullable(Str(max_len=5000)),
                 "text_provenance": Nullable(Str(max_len=100_000))}, optional=("text_model", "text_provenance"))
-PARENT = Dict({"path": Str(max_len=4096), "version": Int(min=1, max=10**6)})
-MAX_VERSION = 10**6  # a model learns one task per version
+MAX_VERSION = 10**6  # a model learns one task per version (and each version names its parent's)
+PARENT = Dict({"path": Str(max_len=4096), "version": Int(min=1, max=MAX_VERSION)})
 
 
 def _check(meta: dict, tensors: dict) -> str | None:
