@@ -20,9 +20,10 @@ from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
 from genba.model.io import COUNT, IDS, PERCENT
 from genba.model.kinds.adapt import load_checked_encoder
 
-WIDTH = Int(min=0, max=4096)  # adapter widths, expert counts: what the rebuild allocates before loading tensors
+WIDTH = Int(min=0, max=1 << 20)  # an adapter's width (meta_problem: a dimension of the file's tensors)
+SIZES = ("hidden", "experts", "top_k")  # what sizes the rebuilt adapters before any tensor is loaded
 # a strategy's config (genba.continual.strategies: dataclasses checked by their own __post_init__,
-# run by meta_problem); numbers bounded here, widths tighter (they size the rebuilt adapters)
+# run by meta_problem); numbers bounded here, sizes against the tensors in meta_problem
 STRATEGY_VALUE = OneOf((Bool(), Int(min=0, max=10**7), Float(min=0.0, max=1e6), Str(max_len=4096)))
 STRATEGY_CONFIG = Dict(values=STRATEGY_VALUE, max_len=100)
 ITEM = Str(max_len=4096)  # a stream item (folder:<dir>, a dataset name)
@@ -65,10 +66,12 @@ def meta_problem(meta: dict, tensors: dict) -> str | None:
         make_config(meta["method"], cfg)
     except GenbaError as error:
         return f"meta.state.strategy_config: {str(error).splitlines()[0][:200]}"
-    if set(cfg) != fields - ({"path"} if "path" not in cfg else set()) or {k: v for k, v in hp["method"].items()} != cfg:
+    if set(cfg) != fields - ({"path"} if "path" not in cfg else set()) or hp["method"] != cfg:
         return "meta.state.strategy_config: not exactly the strategy's fields, or not its hyperparameters"
-    if any(k in ("hidden", "experts", "top_k") and WIDTH.problem(v, k) for k, v in cfg.items()):
-        return "meta.state.strategy_config: an adapter width or expert count above 4096"
+    widest = max((d for t in tensors.values() for d in t.shape), default=0)
+    bound = {"hidden": widest, "experts": len(tensors), "top_k": len(tensors)}  # a width is a tensor dimension
+    if state["hidden"] > widest or any(v > bound[k] for k, v in cfg.items() if k in SIZES):
+        return f"meta.state: an adapter width or expert count beyond what the file's tensors hold ({widest})"
     tasks, C = state["tasks"], len(meta["classes"])
     if [c for t in tasks for c in t["classes"]] != meta["classes"] or [t["offset"] for t in tasks] != \
             [sum(len(t["classes"]) for t in tasks[:i]) for i in range(len(tasks))]:
