@@ -156,9 +156,30 @@ def make_model(tmp):
     return path, read
 
 
+def make_continual_model(tmp):
+    """A second writer of the "model" kind: `genba continual --out` (moe-adapters: widths and experts)."""
+    from genba.cli import main
+    from genba.model.base import MODEL_KINDS, load_model
+    from model_helpers import NEW, pattern_folder
+
+    site, new = pattern_folder(tmp / "site", per_class=6), pattern_folder(tmp / "new", NEW, per_class=6, seed=1)
+    assert main(["continual", "--stream", f"folder:{site},folder:{new}", "--method", "moe-adapters", "--encoder", "tiny",
+                 "--control", "none", "--val-per-class", "1", "--set", "experts=2", "--set", "hidden=4", "--set",
+                 "train.epochs=1", "--out", str(tmp / "run"), "--quiet", "--no-cache"]) == 0
+    image = next((site / "bars").iterdir())
+
+    def read(p):
+        from PIL import Image
+
+        model = load_model(p)
+        MODEL_KINDS.get(model.kind).predictor(model).probabilities([Image.open(image).convert("RGB")])
+    return tmp / "run" / "model.genba", read
+
+
 MAKERS = {"cache-entry": make_cache, "train-checkpoint": make_checkpoint, "continual-learner": make_learner,
           "replay-buffer": make_buffer, "concept-bank": make_bank, "cvm-model": make_cvm, "movit-model": make_movit,
           "sak-model": make_sak, "learned-state": make_learned, "model": make_model}
+VARIANTS = {"model:continual": ("model", make_continual_model)}  # another writer of a kind: case -> (kind, maker)
 
 # forged values that are valid for their field; each still loads into a working object
 ACCEPTED = {
@@ -170,6 +191,17 @@ ACCEPTED = {
     ("train-checkpoint", "state.history[0].loss", "negative"), ("train-checkpoint", "state.history[0].loss", "10**9"),
     ("movit-model", "provenance.train_ids[0]", "10**9"), ("movit-model", "provenance.train_ids[0]", "missing"),
     ("movit-model", "provenance.seed", "10**9"), ("movit-model", "config.mem.bias_init", "negative"),
+    # an adapt model: any seed is a seed; --val-per-class has no upper bound (each class gives
+    # min(val_per_class, n_c - 1) images); a test split of 10**9 images is a count (no tensor has its
+    # size); one template fewer is still a valid template list (the text classifier is a tensor)
+    ("model", "state.seed", "10**9"), ("model", "state.val_per_class", "10**9"), ("model", "metrics.n_test", "10**9"),
+    ("model", "state.templates[0]", "missing"),
+    # a continual model: the same seeds and counts, a per-class cap of 10**9 images, a checkpoint every
+    # 10**9 steps (inside TrainConfig's documented range) and a measured time per image (a record)
+    ("model:continual", "state.seed", "10**9"), ("model:continual", "state.val_per_class", "10**9"),
+    ("model:continual", "hyperparameters.train.seed", "10**9"), ("model:continual", "state.caps[0]", "10**9"),
+    ("model:continual", "hyperparameters.train.checkpoint_every", "10**9"),
+    ("model:continual", "state.tasks[0].test_rows", "10**9"), ("model:continual", "metrics.metrics.ms_per_image", "10**9"),
 }
 ACCEPTED_PREFIXES = {  # opaque records kept for people, never used to compute anything
     ("cvm-model", "run"), ("movit-model", "hyperparameters"), ("sak-model", "extra"),
@@ -178,6 +210,17 @@ ACCEPTED_PREFIXES = {  # opaque records kept for people, never used to compute a
 
 def test_every_kind_is_in_the_matrix():
     assert set(MAKERS) == set(KINDS), "add the new artefact kind to MAKERS (and ACCEPTED if needed)"
+
+
+def test_every_model_kind_declares_its_schema():
+    """What each kind of model file reads to rebuild itself is bounded by its own schema."""
+    from genba.metaschema import Spec
+    from genba.model.base import KIND_FIELDS, MODEL_KINDS
+    from genba.model import kinds  # noqa: F401
+
+    for entry in MODEL_KINDS.entries():
+        schema = entry.obj.meta_schema
+        assert set(schema) == set(KIND_FIELDS) and all(isinstance(s, Spec) for s in schema.values()), entry.name
 
 
 # ------------------------------------------------------------------ mutations
@@ -268,10 +311,11 @@ def refused(read, path: Path) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("kind", sorted(MAKERS))
-def test_tamper_matrix(kind, tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", sorted(MAKERS) + sorted(VARIANTS))
+def test_tamper_matrix(case, tmp_path, monkeypatch):
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    path, read = MAKERS[kind](tmp_path)
+    kind, maker = VARIANTS.get(case, (case, MAKERS.get(case)))
+    path, read = maker(tmp_path)
 
     def unpickled(*args, **kwargs):
         raise AssertionError("something was unpickled")
@@ -285,17 +329,17 @@ def test_tamper_matrix(kind, tmp_path, monkeypatch):
 
     for label, data in raw_mutations(good).items():
         path.write_bytes(data)
-        assert refused(read, path), f"{kind}: {label} was accepted"
+        assert refused(read, path), f"{case}: {label} was accepted"
 
     accepted = set()
     for (field, label), meta, tensors in forged_mutations(kind, original.meta, original.tensors):
         path.write_bytes(encode_artefact(kind=kind, meta=meta, tensors=tensors))
         if refused(read, path) is None:
-            accepted.add((kind, field, label))
+            accepted.add((case, field, label))
     opaque = {a for a in accepted if any(a[0] == k and a[1].startswith(p) for k, p in ACCEPTED_PREFIXES)}
-    assert accepted - opaque == {a for a in ACCEPTED if a[0] == kind}, f"{kind}: accepted {sorted(accepted - opaque)}"
+    assert accepted - opaque == {a for a in ACCEPTED if a[0] == case}, f"{case}: accepted {sorted(accepted - opaque)}"
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 2**20  # KiB -> GiB
-    assert grown < 1.0, f"{kind}: peak RSS grew by {grown:.2f} GiB"
+    assert grown < 1.0, f"{case}: peak RSS grew by {grown:.2f} GiB"
 
 
 @pytest.mark.parametrize("kind,argv", [

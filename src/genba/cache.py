@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -22,17 +21,10 @@ import torch
 
 from genba.artefact import ArtefactError, atomic_write_bytes, read_artefact, write_artefact  # noqa: F401 - re-exported
 from genba.metaschema import AnyJSON, Dict, Schema
+from genba.paths import default_cache_dir  # noqa: F401 - re-exported
 
 CACHE_KIND = "cache-entry"
 SCHEMA = Schema({"key": Dict(values=AnyJSON(), max_len=1000)})
-
-
-def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba."""
-    if os.environ.get("GENBA_CACHE_DIR"):
-        return Path(os.environ["GENBA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genba"
 
 
 class CacheCorruptWarning(UserWarning):

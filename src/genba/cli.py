@@ -15,8 +15,8 @@ from genba.errors import GenbaError
 
 
 def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.cache.default_cache_dir)."""
-    from genba.cache import default_cache_dir as cache_dir
+    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.paths, torch-free)."""
+    from genba.paths import default_cache_dir as cache_dir
 
     return cache_dir()
 
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
     common.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    from genba.device import add_cli_options
+    from genba.device_options import add_cli_options
 
     add_cli_options(common)  # --device, --precision, --runtime on every command that takes the common options
     parser = argparse.ArgumentParser(prog="genba", description="Adapt vision(-language) foundation models on site.")
@@ -231,10 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        from genba.device import CPU, resolve, use
+        import importlib.util
 
-        hardware = resolve(args.device, args.precision, args.runtime) if hasattr(args, "device") else CPU
-        with use(hardware):
+        if not hasattr(args, "device") or importlib.util.find_spec("torch") is None:
+            return args.run(args)  # e.g. `genba predict` on an ONNX file, where torch is not installed
+        from genba.device import resolve, use
+
+        with use(resolve(args.device, args.precision, args.runtime)):
             return args.run(args)
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)

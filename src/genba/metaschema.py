@@ -204,3 +204,36 @@ def shape_problem(tensors: dict, name: str, shape: tuple) -> str | None:
         want = tuple("*" if s is None else s for s in shape)
         return f"tensor {name!r} has shape {got}, expected {want}"
     return None
+
+
+def dataclass_spec(cls, ranges: dict, nested: dict | None = None, max_len: int = 200) -> Dict:
+    """Exactly the fields of dataclass `cls`, every one required, typed by its annotation: bool ->
+    Bool, int -> Int and float -> Float ranged by `ranges[name]` (a numeric field without a range
+    is a TypeError here, at import, not an unbounded value in a file), str -> Str(max_len),
+    `X | None` -> Nullable(X), a dataclass field -> `nested[its class]`."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+
+    def spec_of(name: str, hint) -> Spec:
+        args = typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            inner = [a for a in args if a is not type(None)]
+            if len(inner) == 1 and len(args) == 2:
+                return Nullable(spec_of(name, inner[0]))
+        if hint is bool:
+            return Bool()
+        if hint in (int, float):
+            if name not in ranges:
+                raise TypeError(f"{cls.__name__}.{name}: a numeric field needs a documented range")
+            lo, hi = ranges[name]
+            return Int(min=lo, max=hi) if hint is int else Float(min=lo, max=hi)
+        if hint is str:
+            return Str(max_len=max_len)
+        if nested and hint in nested:
+            return nested[hint]
+        raise TypeError(f"{cls.__name__}.{name}: no schema for a field of type {hint!r}")
+
+    return Dict({f.name: spec_of(f.name, hints[f.name]) for f in dataclasses.fields(cls)})

@@ -27,6 +27,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "alpha": (0.0, 1e6),
     "pos_alpha": (0.0, 1e6),
     "neg_alpha": (0.0, 1e6),
+    "init_alpha": (0.0, 1e6),       # Tip-Adapter-F's starting alpha, beta and its search grid after training
+    "init_beta": (0.0, 1000.0),
+    "search_alpha_max": (0.0, 1e6),
+    "search_beta_max": (0.0, 1000.0),
+    "search_alpha_steps": (1, 100_000),
+    "search_beta_steps": (1, 100_000),
     "b_dyn": (0.0, 1e6),
     "b_static": (0.0, 1e6),
     "view_keep": (0.0, 1.0),
@@ -34,6 +40,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "neg_entropy_upper": (0.0, 1.0),
     "mask_lower": (0.0, 1.0),
     "mask_upper": (0.0, 1.0),
+    # collapse guard of test-time memories (genba.memory.guard.GuardOptions; CollapseGuard checks the rest)
+    "guard_max_entropy": (0.0, 1.0),
+    "guard_balance": (0.0, 1e6),
+    "guard_prior": (0.0, 1.0),
     # training (methods that keep their own settings; genba.train.TrainConfig has its own ranges)
     "lr": (0.0, 10.0),
     "epochs": (1, 1000),

@@ -31,6 +31,7 @@ FORMAT = "genba-model"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.genba"  # the model inside a run folder (continual, cvm train, movit train --out DIR)
 CAPABILITIES = ("predict", "test_time_writes", "learn_task", "export")
+KIND_FIELDS = ("hyperparameters", "chosen", "data", "metrics", "state")  # each kind's schema covers these
 MODEL_KINDS = Registry("model kind")
 
 
@@ -89,9 +90,12 @@ def _naming_the_file(build):
 
         try:
             return build(cls, model, *args, **kw)
-        except ArtefactError:
-            raise
-        except (GenbaError, ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
+        except GenbaError as error:
+            if isinstance(error, ArtefactError) or (model.path is not None and str(model.path) in str(error)):
+                raise
+            raise ArtefactError(str(model.path or "<model>"), f"a {model.kind!r} model that cannot be used ({error})",
+                                "re-create it with the command that wrote it") from error
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError,
                 OverflowError) as error:
             first = (str(error).splitlines() or [type(error).__name__])[0][:200]
             raise ArtefactError(str(model.path or "<model>"), f"a {model.kind!r} model that cannot be rebuilt ({first})",
@@ -105,12 +109,13 @@ class ModelKind:
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[str]] = frozenset({"predict"})
     summary: ClassVar[str] = ""
-    state_spec: ClassVar = None
-    """genba.metaschema spec of meta["state"] (checked by load_model)."""
+    meta_schema: ClassVar[dict] = {}
+    """genba.metaschema specs of the kind's own metadata, one per KIND_FIELDS entry (what the kind
+    reads to rebuild itself and its records): checked by the model file's schema (genba.model.io)."""
 
     @classmethod
-    def check(cls, meta: dict, tensors: dict) -> str | None:
-        """A problem of this kind's metadata against its tensors, or None (checked by load_model)."""
+    def meta_problem(cls, meta: dict, tensors: dict) -> str | None:
+        """Cross-checks of schema-valid metadata against itself and the tensors (counts, shapes)."""
         return None
 
     def __init_subclass__(cls, **kw) -> None:
@@ -141,6 +146,22 @@ class ModelKind:
             able = [e.name for e in MODEL_KINDS.entries() if capability in e.obj.capabilities]
             raise GenbaError(f"a {cls.name!r} model cannot {capability.replace('_', ' ')}; kinds that can: "
                              f"{', '.join(able) or '(none)'}")
+
+
+def kind_problem(meta: dict, tensors: dict) -> str | None:
+    """The model file's kind-specific check (run by genba.model.io's SCHEMA once the shared fields are
+    valid): the kind's `meta_schema`, then its `meta_problem`. A foreign format, a newer format
+    version or an unknown kind pass here: load_model says which in its own words."""
+    from genba.metaschema import Dict
+    from genba.model import kinds  # noqa: F401  (registers every kind)
+
+    if meta["format"] != FORMAT or meta["format_version"] > FORMAT_VERSION or meta["kind"] not in MODEL_KINDS:
+        return None
+    kind = MODEL_KINDS.get(meta["kind"])
+    missing = [k for k in KIND_FIELDS if k not in kind.meta_schema]
+    if missing:  # a kind without its schema is a bug of genba, not of the file
+        raise TypeError(f"model kind {meta['kind']!r} declares no meta_schema for {missing}")
+    return Dict(kind.meta_schema).problem({k: meta[k] for k in KIND_FIELDS}, "meta") or kind.meta_problem(meta, tensors)
 
 
 def save_model(model: Model, path: str | Path) -> Path:
@@ -184,29 +205,15 @@ def load_model(path: str | Path) -> Model:
     if kind not in MODEL_KINDS:
         raise GenbaError(f"{path} is a model of kind {kind!r}, which this genba does not know (it knows "
                          f"{', '.join(MODEL_KINDS.names())}): upgrade genba")
-    kind_cls = MODEL_KINDS.get(kind)
-    problem = kind_cls.state_spec.problem(meta["state"], "meta.state") if kind_cls.state_spec is not None else None
-    problem = problem or kind_cls.check(meta, tensors)
-    if problem:
-        raise GenbaError(f"{path}: {problem}; re-create the model with `genba adapt|continual|cvm train|movit train --out`")
     return Model(kind, meta, tensors, path)
 
 
 def open_predictor(model: Model, **options):
-    """The kind's predictor of `model`; anything in the file that cannot be used (a hyperparameter out
-    of range, a tensor of the wrong shape, a field of the wrong type) is one GenbaError naming the file."""
+    """The kind's predictor of `model` (a kind that cannot predict is refused; anything in the file
+    that cannot be used is one ArtefactError naming the file: see _naming_the_file)."""
     kind = MODEL_KINDS.get(model.kind)
     kind.require("predict")
-    try:
-        return kind.predictor(model, **options)
-    except GenbaError as error:
-        if model.path is not None and str(model.path) in str(error):
-            raise
-        raise GenbaError(f"{model.path}: {error}") from None
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RuntimeError) as error:
-        detail = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
-        raise GenbaError(f"{model.path}: this model's description or tensors cannot be used ({type(error).__name__}: "
-                         f"{detail}); re-create it with `genba adapt|continual|cvm train|movit train --out`") from None
+    return kind.predictor(model, **options)
 
 
 def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from genba.artefact import atomic_write_bytes, read_artefact, write_artefact
 from genba.errors import GenbaError
-from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, Schema, Str
+from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, Schema, Str, dataclass_spec
 from genba.train.config import RANGES, TrainConfig
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -26,19 +25,10 @@ STATE_JSON = "state.json"
 KIND = "train-checkpoint"
 BIG = 10**15
 
-def _config_spec() -> Dict:
-    """Exactly TrainConfig's fields, typed and ranged as TrainConfig documents them."""
-    specs = {}
-    for f in fields(TrainConfig):
-        lo, hi = RANGES.get(f.name, (None, None))
-        default = f.default
-        specs[f.name] = Bool() if isinstance(default, bool) else Int(min=lo, max=hi) if isinstance(default, int) \
-            else Float(min=lo, max=hi)
-    return Dict(specs)
-
 
 _STATE = Dict({
-    "step": Int(min=0, max=BIG), "epoch": Int(min=0, max=100_000), "finished": Bool(), "config": _config_spec(),
+    "step": Int(min=0, max=BIG), "epoch": Int(min=0, max=100_000), "finished": Bool(),
+    "config": dataclass_spec(TrainConfig, RANGES),  # exactly its fields, typed and ranged as it documents them
     "objective": Str(max_len=200), "rows": Int(min=1, max=BIG), "best_score": Nullable(Float()),
     "best_epoch": Nullable(Int(min=0, max=100_000)), "evals_since_best": Int(min=0, max=100_000), "stopped_early": Bool(),
     "loss_sum": Float(), "loss_rows": Int(min=0, max=BIG),

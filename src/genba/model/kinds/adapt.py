@@ -13,9 +13,25 @@ from __future__ import annotations
 import torch
 
 from genba.errors import GenbaError
+from genba.metaschema import Dict, Float, Int, List, Nullable, OneOf, Str, dataclass_spec
 from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
+from genba.model.io import COUNT, IDS, PERCENT
 
 PREFIX = "adapt:"
+CHOICES = ("given (--set)", "validation grid", "default")  # how_chosen; a model from a served memory:
+SERVED = "set on the served memory"                         # genba.model.memory.get_model
+# the two writers: an adapt run (from_fitted) and a served memory (genba.model.memory.get_model)
+RUN_SOURCE = Dict({"dataset": Str(max_len=4000), "fingerprint": Str(max_len=200), "support_ids": IDS,
+                   "validation_ids": IDS})
+SERVED_SOURCE = Dict({"memory": Str(max_len=200), "memory_name": Str(max_len=1000),
+                      "support_source_ids": List(Str(max_len=1000), max_len=10**7)})
+RUN_METRICS = Dict({"top1": PERCENT, "balanced_accuracy": PERCENT, "val_top1": PERCENT, "n_test": COUNT,
+                    "n_val": Int(min=0, max=10**7), "per_class_recall": List(Nullable(PERCENT), max_len=1_000_000),
+                    "evaluated_on": Str(max_len=5000)})
+STATE = Dict({"space": Str(choices=("joint", "visual")), "shots": Nullable(Int(min=0, max=10**7)),
+              "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=2**63 - 1),
+              "num_classes": Int(min=1, max=1_000_000), "templates": List(Str(max_len=500), min_len=1, max_len=1000)})
+TENSORS = ("text", "centre", "support/joint", "support/cache", "support/labels")
 
 
 def kind_name(method: str) -> str:
@@ -131,53 +147,81 @@ def static_graph(predictor):
     return ProbabilityGraph(forward, [encoder])
 
 
-def _state_spec():
-    from genba.metaschema import Dict, Int, List, Nullable, Str
+def meta_schema(method_cls) -> dict:
+    """The metadata an adapt:<method> model is rebuilt from: the method's config dataclass, field by
+    field, ranged as genba.methods documents it (a missing hyperparameter is refused, not defaulted)."""
+    from genba.methods.config import RANGES
+    from genba.train.config import RANGES as TRAIN_RANGES, TrainConfig
 
-    return Dict({"space": Str(choices=("joint", "visual")), "shots": Nullable(Int(min=0, max=10**7)),
-                 "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=10**7),
-                 "num_classes": Int(min=1, max=1_000_000), "templates": List(Str(max_len=500), min_len=1, max_len=1000)})
+    config = dataclass_spec(method_cls.config_cls, RANGES, {TrainConfig: dataclass_spec(TrainConfig, TRAIN_RANGES)})
+    return {"hyperparameters": config, "chosen": Dict(values=Str(choices=CHOICES + (SERVED,)), max_len=1000),
+            "data": Dict({"sources": List(OneOf((RUN_SOURCE, SERVED_SOURCE)), min_len=1, max_len=1)}),
+            "metrics": OneOf((RUN_METRICS, Dict({}))), "state": STATE}
 
 
-def check_adapt(method_cls, meta: dict, tensors: dict) -> str | None:
-    """The adapt model's description against its method and tensors."""
-    import dataclasses
+def _increasing(ids: list[int]) -> bool:
+    return all(a < b for a, b in zip(ids, ids[1:]))
 
-    state, classes = meta["state"], meta["classes"]
-    if state["num_classes"] != len(classes):
-        return f"meta.state.num_classes is {state['num_classes']} but the model lists {len(classes)} classes"
-    if any(t.count("{}") != 1 for t in state["templates"]):
-        return "meta.state.templates: every template needs exactly one '{}'"
-    hp = meta["hyperparameters"]
-    fields = {f.name for f in dataclasses.fields(method_cls.config_cls)}
-    if not isinstance(hp, dict) or set(hp) != fields:
-        got = sorted(hp) if isinstance(hp, dict) else type(hp).__name__
-        return f"meta.hyperparameters has {got}, the method {meta['method']!r} takes {sorted(fields)}"
-    if meta["method"] != method_cls.name:
-        return f"meta.method {meta['method']!r} is not this kind's method {method_cls.name!r}"
-    if state["space"] == "visual" and "support/joint" in tensors and "support/cache" not in tensors:
-        return "a visual-space model needs its support/cache tensor"
-    if "support/labels" in tensors:
-        labels = tensors["support/labels"]
-        if labels.dim() != 1 or labels.numel() != tensors.get("support/joint", labels).shape[0] or \
-                (labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes)):
-            return "tensor support/labels does not match the support rows or the classes"
+
+def meta_problem(method_name: str, meta: dict, tensors: dict) -> str | None:
+    """Counts and shapes that must agree: classes, text rows, support rows and their ids and labels,
+    shots, validation ids and metrics; what genba.data's splits guarantee (sorted, disjoint ids)."""
+    from genba.methods import make_config
+    from genba.store.spec import check_template
+
+    C, state, hp, t = len(meta["classes"]), meta["state"], meta["hyperparameters"], tensors
+    if meta["method"] != method_name:
+        return f"meta.method: {meta['method'][:40]!r} is not this kind's method {method_name!r}"
+    try:
+        make_config(method_name, hp)
+        for template in state["templates"]:
+            check_template(template)
+    except GenbaError as error:
+        return f"meta: {str(error).splitlines()[0][:200]}"
+    odd = sorted(k for k in t if k not in TENSORS and not k.startswith("learned/"))
+    if odd:
+        return f"unexpected tensor {odd[0][:60]!r}"
+    if state["num_classes"] != C:
+        return f"meta.state.num_classes: {state['num_classes']} for {C} classes"
+    if "text" in t and (t["text"].dim() != 2 or t["text"].shape[0] != C):
+        return f"tensor 'text' has shape {tuple(t['text'].shape)}, expected ({C}, dim)"
+    rows = 0
+    if "support/joint" in t:
+        labels, rows = t.get("support/labels"), t["support/joint"].shape[0]
+        if labels is None or labels.dtype != torch.int64 or tuple(labels.shape) != (rows,) or (
+                rows and not 0 <= int(labels.min()) <= int(labels.max()) < C):
+            return f"tensor 'support/labels' is not {rows} class indices below {C}"
+    if ("centre" in t or "support/cache" in t) and state["space"] != "visual":
+        return "meta.state.space: a visual-space cache (centre, support/cache) in a model of the joint space"
+    source, metrics = meta["data"]["sources"][0], meta["metrics"]
+    ids = source.get("support_ids", source.get("support_source_ids"))
+    if len(ids) != rows:
+        return f"meta.data.sources[0]: {len(ids)} support ids for {rows} support rows"
+    if "support_source_ids" in source:  # from a served memory: no run, no metrics
+        return None if metrics == {} and all(v == SERVED for v in meta["chosen"].values()) else \
+            "meta: a model from a served memory carries no run metrics or choices"
+    val = source["validation_ids"]
+    if state["shots"] is None or state["shots"] * C != rows:
+        return f"meta.state.shots: {state['shots']} per class for {C} classes is not the {rows} support rows"
+    if not (_increasing(ids) and _increasing(val)) or set(ids) & set(val):
+        return "meta.data.sources[0]: support and validation ids must be sorted and disjoint (as genba.data splits them)"
+    if set(meta["chosen"]) != set(hp) or SERVED in meta["chosen"].values():
+        return "meta.chosen: not one 'how chosen' per hyperparameter"
+    if metrics == {} or len(metrics["per_class_recall"]) != C or metrics["n_val"] != len(val):
+        return f"meta.metrics: not the run's metrics of {C} classes and {len(val)} validation images"
     return None
 
 
 def _make_kind(method_name: str, method_cls) -> type:
     caps = {"predict", "test_time_writes"} if method_cls.test_time else {"predict", "export"}
-    state_spec_value = _state_spec()
 
     class AdaptKind(ModelKind):
         capabilities = frozenset(caps)
         summary = f"adapt method {method_name} on a frozen encoder's features"
         method = method_name
-        state_spec = state_spec_value
-
         @classmethod
-        def check(cls, meta, tensors):
-            return check_adapt(method_cls, meta, tensors)
+        def meta_problem(cls, meta, tensors):
+            return meta_problem(method_name, meta, tensors)
 
         @classmethod
         def predictor(cls, model, *, cache=None, progress=False, encoder=None):
@@ -194,6 +238,7 @@ def _make_kind(method_name: str, method_cls) -> type:
             return [f"support: {n} images ({state['shots']} per class), cache space {state['space']}, seed {state['seed']}",
                     f"learned tensors: {', '.join(sorted(prefixed(t, 'learned'))) or 'none'}"]
 
+    AdaptKind.meta_schema = meta_schema(method_cls)
     AdaptKind.__name__ = f"AdaptKind_{method_name.replace('-', '_')}"
     return AdaptKind
 

@@ -15,8 +15,106 @@ from __future__ import annotations
 import torch
 
 from genba.errors import GenbaError
+from genba.metaschema import Bool, Dict, Float, Int, List, Nullable, OneOf, Str, dataclass_spec
 from genba.model.base import MODEL_KINDS, Model, ModelKind, prefixed
+from genba.model.io import COUNT, IDS, PERCENT
 from genba.model.kinds.adapt import load_checked_encoder
+
+WIDTH = Int(min=0, max=1 << 20)  # an adapter's width (meta_problem: a dimension of the file's tensors)
+SIZES = ("hidden", "experts", "top_k")  # what sizes the rebuilt adapters before any tensor is loaded
+# a strategy's config (genba.continual.strategies: dataclasses checked by their own __post_init__,
+# run by meta_problem); numbers bounded here, sizes against the tensors in meta_problem
+STRATEGY_VALUE = OneOf((Bool(), Int(min=0, max=10**7), Float(min=0.0, max=1e6), Str(max_len=4096)))
+STRATEGY_CONFIG = Dict(values=STRATEGY_VALUE, max_len=100)
+ITEM = Str(max_len=4096)  # a stream item (folder:<dir>, a dataset name)
+TASK = Dict({"name": ITEM, "offset": Int(min=0, max=1_000_000), "classes": List(Str(min_len=1, max_len=1000), min_len=1,
+                                                                                  max_len=1_000_000),
+             "train_rows": Int(min=0, max=10**7), "val_rows": Int(min=0, max=10**7), "test_rows": COUNT})
+SCORE = Float(min=-100.0, max=100.0)  # a difference of two accuracies (%)
+RUN_METRICS = Dict({"transfer": PERCENT, "avg": PERCENT, "last": PERCENT, "bwt": SCORE, "fwt": SCORE, "forgetting": SCORE,
+                    "control_before": Nullable(PERCENT), "control_after": Nullable(PERCENT), "ece": PERCENT,
+                    "ms_per_image": Float(min=0.0, max=1e9)})  # genba.continual.protocol (its summary of the matrix)
+ROW = List(Nullable(PERCENT), max_len=10_000)
+LEARN_METRICS = Dict({"before": ROW, "after": ROW, "earlier_tasks_change": List(SCORE, max_len=10_000)})  # learn_task
+
+
+def _meta_schema() -> dict:
+    from genba.train.config import RANGES, TrainConfig
+
+    return {"hyperparameters": Dict({"method": STRATEGY_CONFIG, "train": dataclass_spec(TrainConfig, RANGES), "hidden": WIDTH}),
+            "chosen": Dict({"method": Str(max_len=10_000), "train": Str(max_len=10_000)}),
+            "data": Dict({"sources": List(Dict({"task": ITEM, "train_ids": IDS, "validation_ids": IDS}), min_len=1,
+                                          max_len=10_000)}),
+            "metrics": Dict({"setting": Str(choices=("mtil", "xtail")), "accuracy_matrix": List(ROW, min_len=2, max_len=10_001),
+                             "metrics": OneOf((RUN_METRICS, LEARN_METRICS))}),
+            "state": Dict({"stream": List(ITEM, min_len=1, max_len=10_000), "tasks": List(TASK, min_len=1, max_len=10_000),
+                           "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=2**63 - 1),
+                           "caps": List(Nullable(Int(min=1, max=10**9)), min_len=2, max_len=2), "hidden": WIDTH,
+                           "strategy_config": STRATEGY_CONFIG})}
+
+
+def meta_problem(meta: dict, tensors: dict) -> str | None:
+    """The strategy's own config checks; tasks, classes, sources and text rows that must agree."""
+    import dataclasses
+
+    from genba.continual.strategies import STRATEGIES_REGISTRY, make_config
+
+    state, hp = meta["state"], meta["hyperparameters"]
+    cfg = state["strategy_config"]
+    try:
+        fields = {f.name for f in dataclasses.fields(STRATEGIES_REGISTRY.get(meta["method"]).config_cls)}
+        make_config(meta["method"], cfg)
+    except GenbaError as error:
+        return f"meta.state.strategy_config: {str(error).splitlines()[0][:200]}"
+    if set(cfg) != fields - ({"path"} if "path" not in cfg else set()) or hp["method"] != cfg:
+        return "meta.state.strategy_config: not exactly the strategy's fields, or not its hyperparameters"
+    widest = max((d for t in tensors.values() for d in t.shape), default=0)
+    bound = {"hidden": widest, "experts": len(tensors), "top_k": len(tensors)}  # a width is a tensor dimension
+    if state["hidden"] > widest or any(v > bound[k] for k, v in cfg.items() if k in SIZES):
+        return f"meta.state: an adapter width or expert count beyond what the file's tensors hold ({widest})"
+    tasks, C = state["tasks"], len(meta["classes"])
+    if [c for t in tasks for c in t["classes"]] != meta["classes"] or [t["offset"] for t in tasks] != \
+            [sum(len(t["classes"]) for t in tasks[:i]) for i in range(len(tasks))]:
+        return "meta.state.tasks: their classes and offsets are not the model's classes"
+    if not len(tasks) == len(state["stream"]) == len(meta["data"]["sources"]) or state["hidden"] != hp["hidden"]:
+        return f"meta.state: {len(tasks)} tasks but {len(state['stream'])} stream items and " \
+               f"{len(meta['data']['sources'])} data sources (or hidden differs from the hyperparameters)"
+    text = tensors.get("learner/text")
+    if text is None or text.dim() != 2 or text.shape[0] != C:
+        return f"tensor 'learner/text' is not ({C}, dim): one text row per class"
+    for i, (task, source) in enumerate(zip(tasks, meta["data"]["sources"])):
+        train, val = source["train_ids"], source["validation_ids"]
+        if (len(train), len(val)) != (task["train_rows"], task["val_rows"]) or not (_increasing(train) and _increasing(val)) \
+                or set(train) & set(val):
+            return f"meta.data.sources[{i}]: not {task['train_rows']} training and {task['val_rows']} validation ids, " \
+                   "sorted and disjoint (as genba.continual.stream splits them)"
+    return _metrics_problem(meta["metrics"], len(tasks), learned=meta["parent"] is not None)
+
+
+def _increasing(ids: list[int]) -> bool:
+    return all(a < b for a, b in zip(ids, ids[1:]))
+
+
+def _metrics_problem(metrics: dict, tasks: int, learned: bool) -> str | None:
+    """A run's matrix has one row before training and one per task; a model that learned more tasks
+    (genba learn) appends one row per call. Its summary is recomputed from the matrix."""
+    import math
+
+    from genba.continual.metrics import summary
+
+    A, m = metrics["accuracy_matrix"], metrics["metrics"]
+    if any(len(row) != tasks for row in A) or not (len(A) <= tasks + 1 if learned else len(A) == tasks + 1):
+        return f"meta.metrics.accuracy_matrix: not one row of {tasks} accuracies before and after each task"
+    if learned != ("after" in m):
+        return "meta.metrics.metrics: not the summary its writer (a run, or genba learn) records"
+    close = lambda a, b: a is not None and b is not None and math.isclose(a, b, abs_tol=1e-6)  # noqa: E731
+    if learned:
+        change = [a - b if a is not None and b is not None else None for a, b in zip(m["after"], m["before"])]
+        ok = m["after"] == A[-1] and len(m["before"]) == tasks and all(
+            close(c, d) for c, d in zip(m["earlier_tasks_change"], change)) and len(m["earlier_tasks_change"]) < tasks
+    else:
+        ok = not any(v is None for row in A for v in row) and all(close(m[k], v) for k, v in summary(A).items())
+    return None if ok else "meta.metrics.metrics: not the summary of its accuracy matrix"
 
 
 def from_run(result: dict, learner, stream, *, encoder, encoder_spec: str, stream_items: list[str], setting: str,
@@ -107,30 +205,11 @@ class ContinualPredictor:
 @MODEL_KINDS.register("continual", summary="continual learner: class-text adapter(s) on a frozen encoder")
 class ContinualKind(ModelKind):
     capabilities = frozenset({"predict", "learn_task", "export"})
-
-    from genba.metaschema import AnyJSON, Dict, Int, List, Nullable, Str
-
-    state_spec = Dict({"stream": List(Str(max_len=5000), min_len=1, max_len=10_000),
-                       "tasks": List(Dict({"name": Str(max_len=5000), "offset": Int(min=0, max=10**6),
-                                           "classes": List(Str(max_len=1000), min_len=1, max_len=10**6)},
-                                          allow_extra=True), min_len=1, max_len=10_000),
-                       "seed": Int(min=0, max=2**63 - 1), "val_per_class": Int(min=0, max=10**7),
-                       "caps": List(Nullable(Int(min=1, max=10**9)), min_len=2, max_len=2),
-                       "hidden": Int(min=0, max=65_536), "strategy_config": Dict(values=AnyJSON(), max_len=64)})
-    del AnyJSON, Dict, Int, List, Nullable, Str
+    meta_schema = _meta_schema()
 
     @classmethod
-    def check(cls, meta, tensors):
-        tasks, offset = meta["state"]["tasks"], 0
-        for task in tasks:
-            if task["offset"] != offset:
-                return f"meta.state.tasks: task {task['name']!r} starts at class {task['offset']}, expected {offset}"
-            offset += len(task["classes"])
-        if offset != len(meta["classes"]) or len(meta["state"]["stream"]) != len(tasks):
-            return "meta.state.tasks do not add up to the model's classes and stream"
-        if "learner/text" not in tensors or "learner/centre" not in tensors:
-            return "the learner's class texts or centre are missing"
-        return None
+    def meta_problem(cls, meta, tensors):
+        return meta_problem(meta, tensors)
 
     @classmethod
     def onnx_graph(cls, model, predictor):
@@ -166,7 +245,8 @@ def from_adapt(model: Model) -> Model:
     """A zero-shot or Tip-Adapter model (visual cache space) as the continual learner it equals:
     zero adapter (the zero-shot path) + the continual `memory` strategy's TipCache holding the
     support rows: 100 cos(z, t) + alpha exp(-beta (1 - v K^T)) L, the Tip-Adapter logits when the
-    method's scale is 100. So that model can learn new tasks with the continual memory strategy."""
+    method's scale is 100. So that model can learn new tasks with the continual memory strategy.
+    It lives in memory only: genba learn writes the next version (from_run), never this one."""
     from genba.continual.learner import Learner
     from genba.continual.protocol import DEFAULT_TRAIN
 
@@ -183,7 +263,7 @@ def from_adapt(model: Model) -> Model:
         tensors["learner/cache.keys"] = torch.nn.functional.normalize(t["support/cache"].float(), dim=-1)
         tensors["learner/cache.labels"] = t["support/labels"].long()
     source = model.meta["data"]["sources"][0]
-    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta, "seed": int(state.get("seed", 0))}
+    cfg = {"shots": int(state.get("shots") or 16), "alpha": alpha, "beta": beta}  # the memory strategy's fields (seed: state)
     return Model.create(
         "continual", classes=model.classes, tensors=tensors, encoder=model.meta["encoder"], method="memory",
         hyperparameters={"method": cfg, "train": DEFAULT_TRAIN.to_dict(), "hidden": 0},

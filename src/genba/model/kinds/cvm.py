@@ -13,8 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genba.metaschema import AnyJSON, Dict, Int, List, Nullable, Str
 from genba.model.base import MODEL_KINDS, Model, ModelKind
 from genba.model.kinds.bundle import pack, unpacked
+
+FILES = ("model.safetensors", "concepts.safetensors", "cvm.json")
+# the embedded model directory describes the network (genba.cvm.model_dir checks it); every other
+# field is derived from it by from_model_dir, and meta_problem derives it again and compares
+META_SCHEMA = {
+    "hyperparameters": Dict(values=AnyJSON(), max_len=100), "chosen": Dict(values=Nullable(Str(max_len=10_000)), max_len=100),
+    "data": Dict({"sources": List(Dict(values=AnyJSON(), max_len=100), max_len=10_000)}),
+    "metrics": Dict(values=AnyJSON(), max_len=100),
+    "state": Dict({"known": Nullable(Int(min=0, max=1_000_000)), "licence": Nullable(Str(max_len=10_000))}),
+}
 
 
 def _dir_files(d: Path) -> dict[str, Path]:
@@ -22,6 +33,25 @@ def _dir_files(d: Path) -> dict[str, Path]:
     from genba.model.base import MODEL_FILE
 
     return {p.name: p for p in sorted(d.iterdir()) if p.is_file() and p.name != MODEL_FILE and not p.name.startswith(".")}
+
+
+DERIVED = ("classes", "encoder", "method", "hyperparameters", "chosen", "data", "metrics", "state")
+
+
+def meta_problem(meta: dict, tensors: dict) -> str | None:
+    """The embedded files, read by their own checked loader, must give this very description."""
+    if not {f"bundle/{name}" for name in FILES} <= set(tensors) or any(
+            not k.startswith("bundle/") or v.dtype != torch.uint8 for k, v in tensors.items()):
+        return f"tensors: expected the embedded model directory ({', '.join(FILES)}, ...) as uint8 bytes"
+    from genba.errors import GenbaError
+
+    try:
+        with unpacked(tensors) as d:
+            derived = from_model_dir(d).meta
+    except GenbaError as error:  # it names a temporary folder: keep its problem only
+        return "the embedded model directory: " + str(error).split(": ", 1)[-1][:200]
+    differ = [k for k in DERIVED if derived[k] != meta[k]]
+    return f"meta.{differ[0]}: differs from what the embedded model directory says" if differ else None
 
 
 def from_model_dir(model_dir: str | Path, *, dataset_sources: list | None = None) -> Model:
@@ -74,6 +104,11 @@ class CVMPredictor:
 @MODEL_KINDS.register("cvm", summary="CVM student mapped into a frozen language model's concept space")
 class CVMKind(ModelKind):
     capabilities = frozenset({"predict", "export"})
+    meta_schema = META_SCHEMA
+
+    @classmethod
+    def meta_problem(cls, meta, tensors):
+        return meta_problem(meta, tensors)
 
     @classmethod
     def onnx_graph(cls, model, predictor):
