@@ -322,8 +322,11 @@ def report(p: dict) -> str:
         f"paired t = {t['t']:.2f}, p = {t['p_t']:.3f}; exact sign-flip p = {t['p_sign_flip']:.3f}). "
         f"mIoU: {tm['mean']:+.2f} ± {tm['std']:.2f} (p = {tm['p_t']:.3f}). Published (ViT-L, PASCAL-Context): SAK +2.30 vs "
         "RADIO +0.29.", "",
-        "Verdict at the 5% level: " + (f"the Delta-m difference is within noise over {n} seeds." if t["p_t"] >= 0.05 else
-                                       f"SAK is {'ahead of' if t['mean'] > 0 else 'behind'} many-to-one (p < 0.05)."), "",
+        "Verdict at the 5% level (paired t-test): " + (
+            f"the Delta-m difference is within noise over {n} seeds." if t["p_t"] >= 0.05 else
+            f"SAK is {'ahead of' if t['mean'] > 0 else 'behind'} many-to-one (p < 0.05)") + (
+            f"; the exact sign-flip test cannot go below 2/2^{n} = {2 / 2 ** n:.4f} with {n} seeds." if t["p_t"] < 0.05 else ""),
+        "",
         "Router gate weights of SAK per task (mean over test images and seeds; uniform = "
         f"{1 / len(reps):.2f}):", "",
         "| task | " + " | ".join(reps) + " |", "|---|" + "---|" * len(reps),
