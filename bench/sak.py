@@ -305,8 +305,11 @@ def report(p: dict) -> str:
         "fraction and every object class scores 0).", "",
         "## 1. Teacher-bias table: each teacher's own linear dense probe per task", "",
         "A linear map per cell of the teacher's cached map (resized to the token grid) to the pixels of that cell, one per "
-        f"task, the same losses, {probe_epochs} epochs at lr {probe_lr:g} (chosen on the validation scenes: at 1e-3 the "
-        "probes did not reach the depth targets, which sit near 1, within their 200 steps).", "",
+        f"task, the same losses, {probe_epochs} epochs at lr {probe_lr:g} " + (
+            "(chosen on the validation scenes: at 1e-3 the probes did not reach the depth targets, which sit near 1, "
+            "within their 200 steps)." if probe_lr != 1e-3 else
+            "(UNDER-TRAINED: at this lr the probes do not reach the depth targets, which sit near 1, within 200 steps; "
+            "`--update-probes` recomputes the table at lr 1e-2, chosen on the validation scenes)."), "",
         "| teacher probe | mIoU | boundary F1 | maxF | depth RMSE |", "|---|---|---|---|---|",
         *metric_rows(p["teacher_probes"]), "",
         "## 2. Methods on the frozen stem", "",
