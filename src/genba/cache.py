@@ -25,14 +25,6 @@ from safetensors.torch import save as save_bytes
 from genba.errors import GenbaError
 
 
-def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba."""
-    if os.environ.get("GENBA_CACHE_DIR"):
-        return Path(os.environ["GENBA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "genba"
-
-
 class CacheCorruptWarning(UserWarning):
     """A cache file failed its checksum or could not be parsed; it was deleted and rebuilt."""
 
