@@ -9,7 +9,7 @@ SRC = Path(__file__).parents[1] / "src" / "genba"
 
 # bottom (0) to top; a package's layer applies to all its modules
 LAYERS = [
-    {"errors", "tensors", "registry", "settings", "metaschema", "tensorfile", "artefact", "cache", "report", "metrics", "device", "device_options", "paths"},
+    {"errors", "tensors", "registry", "settings", "metaschema", "tensorfile", "artefact", "cache", "report", "metrics", "device"},
     {"data"},
     {"backbones"},
     {"encoders"},  # built on backbones; backbones never import encoders

@@ -21,7 +21,6 @@ import torch
 
 from genba.artefact import ArtefactError, atomic_write_bytes, read_artefact, write_artefact  # noqa: F401 - re-exported
 from genba.metaschema import AnyJSON, Dict, Schema
-from genba.paths import default_cache_dir  # noqa: F401 - re-exported
 
 CACHE_KIND = "cache-entry"
 SCHEMA = Schema({"key": Dict(values=AnyJSON(), max_len=1000)})

@@ -15,8 +15,8 @@ from genba.errors import GenbaError
 
 
 def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.paths, torch-free)."""
-    from genba.paths import default_cache_dir as cache_dir
+    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.settings.default_cache_dir)."""
+    from genba.settings import default_cache_dir as cache_dir
 
     return cache_dir()
 
@@ -158,9 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="feature cache folder (default: %(default)s)")
     common.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    from genba.device_options import add_cli_options
+    from genba.settings import add_hardware_options
 
-    add_cli_options(common)  # --device, --precision, --runtime on every command that takes the common options
+    add_hardware_options(common)  # --device, --precision, --runtime on every command that takes the common options
     parser = argparse.ArgumentParser(prog="genba", description="Adapt vision(-language) foundation models on site.")
     from genba import __version__
 
@@ -220,6 +220,22 @@ def _add_optional_commands(commands, common) -> None:
         module.register_cli(commands, common)
 
 
+def _hardware(args):
+    """genba.device.use(the Hardware of --device/--precision/--runtime); nothing for a torch-free
+    command (genba predict) on a machine without torch, unless those options were given."""
+    import contextlib
+
+    if not hasattr(args, "device"):
+        return contextlib.nullcontext()
+    try:
+        from genba.device import resolve, use
+    except ImportError:
+        if (args.device, args.precision, args.runtime) != ("auto", "fp32", "auto"):
+            raise GenbaError("--device, --precision and --runtime need torch, which is not installed here") from None
+        return contextlib.nullcontext()
+    return use(resolve(args.device, args.precision, args.runtime))
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"genba: warning: {message}\n"
 
@@ -231,13 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous_format, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
-        import importlib.util
-
-        if not hasattr(args, "device") or importlib.util.find_spec("torch") is None:
-            return args.run(args)  # e.g. `genba predict` on an ONNX file, where torch is not installed
-        from genba.device import resolve, use
-
-        with use(resolve(args.device, args.precision, args.runtime)):
+        with _hardware(args):
             return args.run(args)
     except GenbaError as error:
         print(f"genba: error: {error}", file=sys.stderr)

@@ -29,8 +29,8 @@ from typing import Any, Iterator
 
 import torch
 
-from genba.device_options import DEVICES, PRECISIONS, RUNTIMES  # noqa: F401  (names shared with the CLI)
 from genba.errors import GenbaError
+from genba.settings import DEVICES, PRECISIONS, RUNTIMES  # the option names live where the CLI reads them without torch
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -182,5 +182,3 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for tensor in module.buffers():
         return tensor.device
     return torch.device("cpu")
-
-

@@ -5,8 +5,35 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Callable
+import os
+from pathlib import Path
 
 from genba.errors import GenbaError
+
+# the hardware options' names (genba.device resolves them; declared here so that the CLI needs no torch)
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def default_cache_dir() -> Path:
+    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba."""
+    if os.environ.get("GENBA_CACHE_DIR"):
+        return Path(os.environ["GENBA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "genba"
+
+
+def add_hardware_options(parser) -> None:
+    """--device, --precision and --runtime on an argparse parser (the CLI's shared options)."""
+    parser.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="auto | cpu | cuda | cuda:N | mps (default auto: a GPU when one is present)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="compute precision of encoders and training (default fp32; bf16/fp16 autocast, "
+                             "fp32 master weights)")
+    parser.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
+                        help="image encoder runtime on the CPU: torch, onnx (ONNX Runtime fp32) or onnx-int8 "
+                             "(default auto: onnx on the CPU in fp32 when onnxruntime is installed)")
 
 
 def parse_set_pairs(pairs: list[str]) -> dict:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from genba.cache import atomic_write_bytes, default_cache_dir, key_digest
+from genba.cache import atomic_write_bytes, key_digest
 from genba.errors import GenbaError
+from genba.settings import default_cache_dir
 
 OPSET = 17
 PARITY_COSINE = 0.999
@@ -37,7 +38,7 @@ GRAPH_FORMAT = "genba-onnx-tower-v1"
 
 
 def default_graph_dir() -> Path:
-    """<genba cache>/onnx (genba.cache.default_cache_dir)."""
+    """<genba cache>/onnx (genba.settings.default_cache_dir)."""
     return default_cache_dir() / "onnx"
 
 
