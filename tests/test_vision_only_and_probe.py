@@ -113,6 +113,10 @@ def test_serve_with_a_vision_only_dinov2_checkpoint(tmp_path, monkeypatch):
             assert r.status_code == 200, r.text
             r = c.post(f"/memories/{memory_id}/predict", headers=auth, data={"update": "true"},
                        files=files([("q.png", png(COLORS["blue"], seed=7), "image/png")]))
+            if method != "dmn-tf":  # no test-time memory: update=true is refused (the model-kind registry says so)
+                assert r.status_code == 409 and "keeps no test-time memory" in r.json()["detail"], r.text
+                r = c.post(f"/memories/{memory_id}/predict", headers=auth,
+                           files=files([("q.png", png(COLORS["blue"], seed=7), "image/png")]))
             assert r.status_code == 200 and r.json()["predictions"][0]["class"] in COLORS, r.text
             if method == "dmn-tf":
                 assert r.json()["updated"] and c.get(f"/memories/{memory_id}", headers=auth).json()["fill"]["dynamic"]
