@@ -97,7 +97,10 @@ def paired(rows: list[dict], keys: tuple[str, ...]) -> list[list]:
         d = fin - ref
         sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
         noise = len(d) < 2 or abs(d.mean()) < 2 * sd / math.sqrt(len(d))
-        verdict = "within noise" if noise else ("final better" if d.mean() > 0 else "reference better")
+        if not np.any(d):
+            verdict = "identical"  # e.g. dmn-zs where zero-shot and the served class always agree
+        else:
+            verdict = "within noise" if noise else ("final better" if d.mean() > 0 else "reference better")
         out.append([*key, f"{ref.mean():.2f}", f"{fin.mean():.2f}", f"{d.mean():+.2f} ± {sd:.2f}" if len(d) > 1
                     else f"{d.mean():+.2f}", len(d), verdict])
     return out
