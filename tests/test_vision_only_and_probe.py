@@ -111,21 +111,12 @@ def test_serve_with_a_vision_only_dinov2_checkpoint(tmp_path, monkeypatch):
             items = [(f"{n}{k}.png", png(rgb, seed=k), "image/png") for k in range(2) for n, rgb in COLORS.items()]
             r = c.post(f"/memories/{memory_id}/support", headers=auth, files=files(items), data={"labels": list(COLORS) * 2})
             assert r.status_code == 200, r.text
-<<<<<<< HEAD
             query = files([("q.png", png(COLORS["blue"], seed=7), "image/png")])
             if method != "dmn-tf":  # no test-time memory: a write is refused, a plain prediction served
                 r = c.post(f"/memories/{memory_id}/predict", headers=auth, data={"update": "true"}, files=query)
                 assert r.status_code == 409 and "no test-time memory" in r.json()["detail"], r.text
             r = c.post(f"/memories/{memory_id}/predict", headers=auth, data={"update": str(method == "dmn-tf").lower()},
                        files=query)
-=======
-            r = c.post(f"/memories/{memory_id}/predict", headers=auth, data={"update": "true"},
-                       files=files([("q.png", png(COLORS["blue"], seed=7), "image/png")]))
-            if method != "dmn-tf":  # no test-time memory: update=true is refused (the model-kind registry says so)
-                assert r.status_code == 409 and "keeps no test-time memory" in r.json()["detail"], r.text
-                r = c.post(f"/memories/{memory_id}/predict", headers=auth,
-                           files=files([("q.png", png(COLORS["blue"], seed=7), "image/png")]))
->>>>>>> sitemodel
             assert r.status_code == 200 and r.json()["predictions"][0]["class"] in COLORS, r.text
             if method == "dmn-tf":
                 assert r.json()["updated"] and c.get(f"/memories/{memory_id}", headers=auth).json()["fill"]["dynamic"]
