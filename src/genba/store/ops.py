@@ -88,7 +88,8 @@ def snapshot(conn: sqlite3.Connection, memory_id: str, label: str, now: float) -
 def list_snapshots(conn: sqlite3.Connection, memory_id: str) -> list[dict]:
     rows = conn.execute("SELECT s.id, s.label, s.created, count(e.entry_id) FROM snapshots s LEFT JOIN snapshot_entries e "
                         "ON e.snapshot_id = s.id WHERE s.memory_id = ? GROUP BY s.id ORDER BY s.id", (memory_id,))
-    return [{"id": i, "label": label, "created": created, "entries": n} for i, label, created, n in rows]
+    # "snapshot_id" as everywhere else (create, rollback); "id" is its older name, kept for clients
+    return [{"snapshot_id": i, "id": i, "label": label, "created": created, "entries": n} for i, label, created, n in rows]
 
 
 def rollback(conn: sqlite3.Connection, memory_id: str, snapshot_id: int, now: float) -> None:

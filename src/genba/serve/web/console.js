@@ -173,10 +173,10 @@ function snapshots(m) {
   const label = el("input"); label.placeholder = "snapshot label"; label.id = "snapshot-label";
   wrap.append(label, actionButton("take snapshot", "snapshot", key =>
     api("/memories/" + m.id + "/snapshot", { method: "POST", body: { label: label.value }, key: key })));
-  wrap.appendChild(table(["id", "label", "created", "entries", ""], m.lineage.snapshots.map(s => [String(s.id), s.label, fmtTime(s.created),
-    String(s.entries), actionButton("roll back", "rollback-" + s.id, key => {
-      if (!confirm("Roll memory " + m.id + " back to snapshot " + s.id + "?")) throw new Error("cancelled");
-      return api("/memories/" + m.id + "/rollback", { method: "POST", body: { snapshot_id: s.id }, key: key });
+  wrap.appendChild(table(["id", "label", "created", "entries", ""], m.lineage.snapshots.map(s => [String(s.snapshot_id), s.label, fmtTime(s.created),
+    String(s.entries), actionButton("roll back", "rollback-" + s.snapshot_id, key => {
+      if (!confirm("Roll memory " + m.id + " back to snapshot " + s.snapshot_id + "?")) throw new Error("cancelled");
+      return api("/memories/" + m.id + "/rollback", { method: "POST", body: { snapshot_id: s.snapshot_id }, key: key });
     })])));
   return wrap;
 }
