@@ -89,10 +89,17 @@ def _depth(obj) -> int:
     return deepest
 
 
-def parse_json(raw: bytes | str, what: str):
+def parse_json(raw: bytes | str, what: str, max_int_digits: int | None = None):
+    """json.loads with duplicate keys, NaN / Infinity, 1e400 and (with `max_int_digits`) longer
+    integers refused, and the nesting depth bounded: one Problem naming `what` otherwise."""
+    def bounded_int(text: str) -> int:
+        if max_int_digits is not None and len(text.lstrip("-")) > max_int_digits:
+            raise Problem(f"number {text[:24]}... in {what} is out of range")
+        return int(text)
+
     try:
         value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_float=_finite_float,
-                           parse_constant=_reject_constant)
+                           parse_constant=_reject_constant, parse_int=bounded_int)
     except RecursionError:
         raise Problem(f"{what} is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:

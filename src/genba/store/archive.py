@@ -125,30 +125,16 @@ MAX_INT_DIGITS = 20
 """Longest integer literal a manifest may hold (any larger is out of every range here)."""
 
 
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise GenbaError(f"memory export: number {text[:24]}... in manifest.json is out of range")
-    return int(text)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise GenbaError(f"memory export: number {text[:24]} in manifest.json is out of range")
-    return value
-
-
-def _no_constant(text: str):
-    raise GenbaError(f"memory export: {text} in manifest.json is not a number genba writes")
-
-
 def _parse_manifest(raw: bytes):
-    """json.loads with every number bounded (huge integers, 1e400, NaN, Infinity -> GenbaError, a 4xx
-    in the service), and a deeply nested manifest (the parser's RecursionError) refused."""
+    """The manifest through the artefact reader's strict JSON (genba.tensorfile.parse_json): every
+    number bounded (huge integers, 1e400, NaN, Infinity), duplicate keys and deep nesting refused,
+    each a GenbaError (a 4xx in the service)."""
+    from genba.tensorfile import Problem, parse_json
+
     try:
-        return json.loads(raw, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
-    except RecursionError:
-        raise GenbaError("memory export: manifest.json is nested too deeply to be a genba export; refused") from None
+        return parse_json(raw, "manifest.json", max_int_digits=MAX_INT_DIGITS)
+    except Problem as problem:
+        raise GenbaError(f"memory export: {problem}; refused") from None
 
 
 def _number(v, lo: float, hi: float) -> bool:
