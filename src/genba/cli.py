@@ -7,18 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from genba.errors import GenbaError
-
-
-def default_cache_dir() -> Path:
-    """$GENBA_CACHE_DIR, else $XDG_CACHE_HOME/genba, else ~/.cache/genba (genba.settings.default_cache_dir)."""
-    from genba.settings import default_cache_dir as cache_dir
-
-    return cache_dir()
+from genba.settings import default_cache_dir
 
 
 def _cache(args):

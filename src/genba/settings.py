@@ -4,9 +4,9 @@ and the one builder of a hyperparameter dataclass from such values (methods and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
 import os
 from pathlib import Path
+from typing import Callable
 
 from genba.errors import GenbaError
 
